@@ -1,0 +1,1 @@
+"""Prefect flows and the `omnivec` command line. Importing this package does not import Prefect."""

@@ -1,0 +1,253 @@
+"""The `omnivec` command line. Only `ingest` imports Prefect; search/status/errors stay fast."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from omnivec.config import Settings, load_settings
+from omnivec.errors import OmnivecError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Turn images and text into versioned vectors in a LanceDB store, and search them.")
+out = Console()
+err = Console(stderr=True)
+
+T = TypeVar("T")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="settings file (default ./omnivec.toml)")]
+StoreOpt = Annotated[str | None, typer.Option("--store", help="store folder [env OMNIVEC_STORE; default ./omnivec-data]")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="clip space model: open_clip name, hf-hub:org/name or local-dir:/path")]
+PretrainedOpt = Annotated[str | None, typer.Option("--pretrained", help="clip space weights: pretrained tag or checkpoint path ('none' = random init)")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | mps")]
+
+
+def _settings(config: Path | None, store: str | None = None, model: str | None = None,
+              pretrained: str | None = None, device: str | None = None, **flat: Any) -> Settings:
+    clip: dict[str, Any] = {}
+    if model is not None:
+        clip["model"] = model
+    if pretrained is not None:
+        clip["pretrained"] = pretrained
+    overrides: dict[str, Any] = {"store": store, "device": device, **flat}
+    if clip:
+        overrides["spaces"] = {"clip": clip}
+    return load_settings(config, overrides)
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    """Run a command body; user errors become one clear message and exit code 2."""
+    try:
+        return fn()
+    except OmnivecError as exc:
+        err.print(f"[bold red]error:[/] {exc.render()}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+class _Bar:
+    """A rich progress bar on stderr, fed by the pipeline's progress hook."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                           TimeRemainingColumn(), console=err, transient=False)
+        self._task: Any = None
+
+    def start(self, total: int, description: str) -> None:
+        if total and err.is_terminal:
+            self._p.start()
+            self._task = self._p.add_task(description, total=total)
+
+    def advance(self, n: int) -> None:
+        if self._task is not None:
+            self._p.advance(self._task, n)
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._p.stop()
+            self._task = None
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="folders (recursive) and files to ingest")],
+    store: StoreOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="items per forward pass")] = None,
+    device: DeviceOpt = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="batches in flight")] = None,
+    include: Annotated[list[str] | None, typer.Option("--include", help="glob a path must match (repeatable)")] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="glob that drops a path (repeatable)")] = None,
+    include_hidden: Annotated[bool | None, typer.Option("--include-hidden", help="also read hidden files and folders")] = None,
+    retry_errors: Annotated[bool, typer.Option("--retry-errors", help="retry files that failed before and did not change")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="exit 1 if any file failed or a space was unavailable")] = False,
+    local: Annotated[bool, typer.Option("--local", help="run without Prefect (no dashboard record)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the run report as JSON")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Ingest folders and files: discover, embed what is new or changed, commit, tag the run."""
+
+    def body() -> Any:
+        from omnivec.sources import discover
+        from omnivec.store import Store
+
+        s = _settings(config, store, model, pretrained, device, batch_size=batch_size, workers=workers,
+                      include=include or None, exclude=exclude or None, include_hidden=include_hidden)
+        discover([str(p) for p in paths], s.include, s.exclude, s.include_hidden)  # fail fast, exit 2
+        Store(s.store, create=True)
+        from omnivec.progress import set_reporter
+
+        set_reporter(_Bar())
+        if local:
+            from omnivec.pipeline.run import ingest as run_local
+
+            return run_local([str(p) for p in paths], s, retry_errors=retry_errors)
+        from flows.ingest import run_ingest_flow
+
+        return run_ingest_flow([str(p) for p in paths], s, retry_errors=retry_errors)
+
+    report = _guard(body)
+    if as_json:
+        print(json.dumps({"run_name": report.run_name, "run_id": report.run_id, "store": report.store,
+                          "modalities": report.rows(), "failed": report.failed,
+                          "embedded": report.embedded, "unavailable": report.unavailable,
+                          "seconds": round(report.wall_seconds, 3)}))
+    else:
+        _print_report(report)
+    if strict and (report.failed or report.unavailable):
+        raise typer.Exit(1)
+
+
+def _print_report(report: Any) -> None:
+    table = Table(title=f"run {report.run_name}")
+    rows = report.rows()
+    for col in (rows[0] if rows else {"modality": None}):
+        table.add_column(col, justify="left" if col == "modality" else "right")
+    for r in rows:
+        table.add_row(*("" if v is None else str(v) for v in r.values()))
+    out.print(table)
+    for space, reason in report.unavailable.items():
+        err.print(f"[yellow]space {space} unavailable; its items stay pending.[/]\n{reason}", highlight=False)
+    out.print(f"embedded {report.embedded}, failed {report.failed} "
+              f"(errors in store: {report.errors_total}; see `omnivec errors`), "
+              f"{report.wall_seconds:.1f} s, store {report.store}", highlight=False)
+
+
+@app.command()
+def search(
+    query: Annotated[str | None, typer.Argument(help="text to search for")] = None,
+    image: Annotated[Path | None, typer.Option("--image", help="search with an image file instead")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="number of results")] = 10,
+    modality: Annotated[str | None, typer.Option("--modality", help="only results of this modality: image | text")] = None,
+    space: Annotated[str, typer.Option("--space", help="space to search")] = "clip",
+    as_json: Annotated[bool, typer.Option("--json", help="print results as a JSON list")] = False,
+    store: StoreOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None,
+    device: DeviceOpt = None, config: ConfigOpt = None,
+) -> None:
+    """Search the store with a text query or an image (no Prefect involved)."""
+
+    def body() -> Any:
+        from omnivec.query import search as run_search
+
+        if query is None and image is None:
+            raise OmnivecError("give a text query or --image FILE")
+        s = _settings(config, store, model, pretrained, device)
+        return run_search(query, image=image, k=k, modality=modality, space=space, settings=s)
+
+    hits = _guard(body)
+    if as_json:
+        print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False))
+        return
+    table = Table(title=f"top {len(hits)} for {query!r}" if query else f"top {len(hits)} for {image}")
+    for col in ("#", "score", "modality", "uri", "match"):
+        table.add_column(col)
+    for i, h in enumerate(hits, 1):
+        snippet = (h.text or "")[:60] + ("..." if h.text and len(h.text) > 60 else "")
+        table.add_row(str(i), f"{h.score:.4f}", h.modality, h.uri, snippet)
+    out.print(table)
+
+
+@app.command()
+def status(store: StoreOpt = None, config: ConfigOpt = None,
+           as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Spaces, row counts, last runs and the error count of a store."""
+
+    def body() -> dict[str, Any]:
+        from omnivec.status import store_status
+
+        return store_status(_settings(config, store).store)
+
+    info = _guard(body)
+    if as_json:
+        print(json.dumps(info, default=str))
+        return
+    out.print(f"store {info['store']}: {info['items']} items "
+              f"({', '.join(f'{k} {v}' for k, v in info['items_by_status'].items()) or 'none'}), "
+              f"{info['errors']} errors", highlight=False)
+    t = Table(title="spaces")
+    for col in ("name", "space_id", "model", "pretrained", "dimension", "vectors", "status"):
+        t.add_column(col)
+    for sp in info["spaces"]:
+        t.add_row(sp["name"], sp["space_id"], sp["model"], str(sp["pretrained"]), str(sp["dimension"]),
+                  str(sp["vectors"]), sp["status"])
+    out.print(t)
+    r = Table(title="last runs")
+    for col in ("run", "ended", "seconds", "counts"):
+        r.add_column(col)
+    for run in info["runs"]:
+        r.add_row(run["run_name"], str(run["ended_at"])[:19], f"{run['seconds']:.1f}", run["counts"])
+    out.print(r)
+
+
+@app.command()
+def errors(store: StoreOpt = None, config: ConfigOpt = None,
+           limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
+           as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Files that could not be read, decoded or embedded, with the reason."""
+
+    def body() -> list[dict[str, Any]]:
+        from omnivec.status import store_errors
+
+        return store_errors(_settings(config, store).store, limit)
+
+    rows = _guard(body)
+    if as_json:
+        print(json.dumps(rows, default=str, ensure_ascii=False))
+        return
+    t = Table(title=f"{len(rows)} errors")
+    for col in ("uri", "stage", "space", "error", "attempts"):
+        t.add_column(col, overflow="fold")
+    for row in rows:
+        t.add_row(row["uri"], row["stage"], row["space"] or "", f"{row['error_class']}: {row['message']}",
+                  str(row["attempts"]))
+    out.print(t)
+
+
+@app.command("sample-corpus")
+def sample_corpus(folder: Annotated[Path, typer.Argument(help="where to write the corpus")]) -> None:
+    """Write a small generated corpus (shape images, short texts) to FOLDER."""
+    from omnivec.sample import build_sample_corpus
+
+    root = build_sample_corpus(folder)
+    out.print(f"sample corpus written to {root}", highlight=False)
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

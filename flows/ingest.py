@@ -1,0 +1,106 @@
+"""The `ingest` flow: discover -> plan -> batched decode+encode tasks -> commit -> tag -> report.
+
+Run it from the CLI (`omnivec ingest PATH`), from Python (:func:`run_ingest_flow`), or as a
+deployment. With no PREFECT_API_URL it runs on Prefect's temporary local API.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+import flows.prefect_env  # noqa: F401  (must precede the prefect import)
+from prefect import flow, get_run_logger
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.futures import PrefectFuture
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from omnivec.config import Settings, load_settings
+from omnivec.pipeline.batch import BatchResult
+from omnivec.pipeline.commit import Committer
+from omnivec.pipeline.report import RunReport
+from omnivec.pipeline.run import batches, new_run
+from omnivec.progress import reporter
+from omnivec.store.store import Store
+from tasks.ingest import commit_task, embed_batch_task, finish_task, plan_task
+
+
+def _run_name() -> str:
+    return f"ingest-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+@flow(name="ingest", flow_run_name=_run_name, log_prints=False, validate_parameters=True,
+      task_runner=ThreadPoolTaskRunner(max_workers=2))
+def ingest_flow(sources: list[str], settings: dict[str, Any] | None = None,
+                retry_errors: bool = False) -> RunReport:
+    """Ingest files under ``sources`` into the store named by ``settings`` (defaults, config
+    file and OMNIVEC_* environment when None)."""
+    from prefect.runtime import flow_run
+
+    logger = get_run_logger()
+    s = Settings.model_validate(settings) if settings is not None else load_settings()
+    ctx = new_run(s, sources, run_name=flow_run.get_name() or None)
+    discovery, states, plan = plan_task(ctx, retry_errors)
+    committer = Committer(Store(s.store, create=True))
+    total = plan.total_work
+    progress_id = create_progress_artifact(0.0, key="ingest-progress",
+                                           description=f"{total} files to read")
+    progress = reporter()
+    progress.start(total, "ingest")
+    done = 0
+    window: list[PrefectFuture[BatchResult]] = []
+    buffer: list[BatchResult] = []
+    buffered_rows = 0
+
+    def drain(fut: PrefectFuture[BatchResult]) -> None:
+        nonlocal done, buffered_rows
+        result = fut.result()
+        buffer.append(result)
+        buffered_rows += result.items.num_rows + sum(t.num_rows for t in result.vectors.values())
+        done += result.items.num_rows
+        progress.advance(result.items.num_rows)
+        if buffered_rows >= committer.flush_rows:
+            commit_task(committer, list(buffer))
+            buffer.clear()
+            buffered_rows = 0
+        if total:
+            update_progress_artifact(progress_id, 100.0 * done / total)
+
+    try:
+        for modality, number, items in batches(plan, s):
+            task = embed_batch_task.with_options(task_run_name=f"embed-{modality}-{number:04d}")
+            window.append(task.submit(items, s, states, ctx.run_id))
+            if len(window) > s.workers:
+                drain(window.pop(0))
+        for fut in window:
+            drain(fut)
+        if buffer:
+            commit_task(committer, buffer)
+    finally:
+        progress.stop()
+    report = finish_task(ctx, committer, discovery, plan, states)
+    update_progress_artifact(progress_id, 100.0)
+    create_markdown_artifact(report.to_markdown(), key="ingest-summary",
+                             description=f"omnivec ingest {ctx.run_name}")
+    rows = report.rows()
+    if rows:
+        create_table_artifact(rows, key="ingest-modalities", description="per-modality counts")
+    logger.info("embedded %d, failed %d, unchanged %d, deleted %d in %.1f s",
+                report.embedded, report.failed,
+                sum(c["unchanged"] for c in report.counts.values()),
+                sum(c["deleted"] for c in report.counts.values()), report.wall_seconds)
+    return report
+
+
+def run_ingest_flow(sources: list[str], settings: Settings, retry_errors: bool = False) -> RunReport:
+    """Run the flow with a task runner sized by ``settings.workers``."""
+    runner = ThreadPoolTaskRunner(max_workers=settings.workers)
+    return ingest_flow.with_options(task_runner=runner)(
+        sources=[str(p) for p in sources], settings=settings.model_dump(), retry_errors=retry_errors
+    )

@@ -1,0 +1,172 @@
+"""Typed settings with one precedence: defaults < omnivec.toml < OMNIVEC_* environment < flags.
+
+The config file is ``--config FILE`` when given, else ``$OMNIVEC_CONFIG``, else ``./omnivec.toml``
+when it exists. Each space has its own table::
+
+    store = "./omnivec-data"
+    batch_size = 64
+
+    [spaces.clip]
+    model = "ViT-B-32"
+    pretrained = "laion2b_s34b_b79k"
+    # enabled = false   # switch a space off
+
+Environment variables use the field names in upper case (``OMNIVEC_STORE``,
+``OMNIVEC_BATCH_SIZE``); nested keys use a double underscore
+(``OMNIVEC_SPACES__CLIP__MODEL``). List values in the environment are comma-separated.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from omnivec.errors import ConfigError
+
+ENV_PREFIX = "OMNIVEC_"
+DEFAULT_CONFIG_NAME = "omnivec.toml"
+
+Device = Literal["auto", "cpu", "cuda", "mps"]
+
+
+class SpaceSettings(BaseModel):
+    """One embedding space: which encoder, which model, and whether it runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    encoder: str = "open_clip"
+    model: str = "ViT-B-32"
+    pretrained: str | None = "laion2b_s34b_b79k"
+    enabled: bool = True
+    batch_size: int | None = Field(default=None, ge=1, description="overrides the global batch size")
+    chunk_overlap: int = Field(default=8, ge=0, description="tokens shared by consecutive text chunks")
+
+
+def default_spaces() -> dict[str, SpaceSettings]:
+    return {"clip": SpaceSettings()}
+
+
+class Settings(BaseModel):
+    """Everything a run needs; built by :func:`load_settings`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    store: str = "./omnivec-data"
+    batch_size: int = Field(default=64, ge=1)
+    device: Device = "auto"
+    workers: int = Field(default=2, ge=1, description="batches decoded/encoded concurrently")
+    include: list[str] = Field(default_factory=list, description="glob patterns a path must match")
+    exclude: list[str] = Field(default_factory=list, description="glob patterns that drop a path")
+    include_hidden: bool = False
+    max_image_pixels: int = Field(default=89_478_485, ge=1)
+    max_text_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
+    max_image_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+    spaces: dict[str, SpaceSettings] = Field(default_factory=default_spaces)
+
+    @field_validator("spaces")
+    @classmethod
+    def _space_names(cls, v: dict[str, SpaceSettings]) -> dict[str, SpaceSettings]:
+        for name in v:
+            if not name.isidentifier() or name.lower() != name:
+                raise ValueError(f"space name {name!r} must be a lower-case identifier")
+        return v
+
+    def enabled_spaces(self) -> dict[str, SpaceSettings]:
+        return {n: s for n, s in self.spaces.items() if s.enabled}
+
+    def space_batch_size(self, name: str) -> int:
+        return self.spaces[name].batch_size or self.batch_size
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+_LIST_FIELDS = {"include", "exclude"}
+
+
+def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
+    layer: dict[str, Any] = {}
+    known = set(Settings.model_fields)
+    for key, raw in env.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        parts = key[len(ENV_PREFIX) :].lower().split("__")
+        if parts[0] not in known:
+            continue  # other OMNIVEC_* variables belong to other parts (API token, ...)
+        value: Any = raw
+        if parts[0] in _LIST_FIELDS:
+            value = [p.strip() for p in raw.split(",") if p.strip()]
+        node = layer
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return layer
+
+
+def find_config_file(explicit: str | Path | None, env: Mapping[str, str]) -> Path | None:
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist", ["check the path given to --config"])
+        return path
+    if env.get(ENV_PREFIX + "CONFIG"):
+        return find_config_file(env[ENV_PREFIX + "CONFIG"], {})
+    local = Path(DEFAULT_CONFIG_NAME)
+    return local if local.is_file() else None
+
+
+def _file_layer(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from exc
+
+
+def _validate(data: dict[str, Any], where: str) -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(
+            f"invalid settings ({where}): {details}",
+            ["fix the value, or remove it to use the default (see README, 'Settings')"],
+        ) from exc
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build settings from defaults < config file < environment < ``overrides`` (flags).
+
+    ``overrides`` may hold ``None`` for flags the user did not pass; those are skipped.
+    """
+    env = os.environ if env is None else env
+    path = find_config_file(config_file, env)
+    data: dict[str, Any] = Settings().model_dump()
+    data = _deep_merge(data, _file_layer(path))
+    # new spaces named only in the file/env start from the defaults of SpaceSettings
+    data = _deep_merge(data, _env_layer(env))
+    data = _deep_merge(data, overrides or {})
+    where = f"defaults < {path or 'no config file'} < environment < flags"
+    return _validate(data, where)

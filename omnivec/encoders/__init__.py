@@ -1,0 +1,83 @@
+"""The encoder registry: name -> encoder class, and a per-process cache of loaded encoders.
+
+Built-in encoders are imported only when used, so ``omnivec status`` never imports torch.
+Adding an encoder is one module with ``@register("name")`` and, for built-ins, one line in
+``_BUILTIN``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from omnivec.config import SpaceSettings
+from omnivec.encoders.base import Encoder, Segment, resolve_device, space_id_for
+from omnivec.errors import UnknownEncoderError
+
+_BUILTIN: dict[str, str] = {
+    "open_clip": "omnivec.encoders.open_clip:OpenClipEncoder",
+}
+_REGISTRY: dict[str, type[Encoder]] = {}
+_LOADED: dict[tuple[str, str], Encoder] = {}
+_LOAD_LOCK = threading.Lock()
+
+E = TypeVar("E", bound=type[Encoder])
+
+
+def register(name: str) -> Callable[[E], E]:
+    """Class decorator: make an encoder available under ``name``."""
+
+    def deco(cls: E) -> E:
+        cls.kind = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def available_encoders() -> list[str]:
+    return sorted(set(_BUILTIN) | set(_REGISTRY))
+
+
+def encoder_class(name: str) -> type[Encoder]:
+    if name not in _REGISTRY and name in _BUILTIN:
+        module, _, attr = _BUILTIN[name].partition(":")
+        getattr(importlib.import_module(module), attr)
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownEncoderError(
+            f"encoder {name!r} is not registered. Available: {', '.join(available_encoders())}",
+            ["fix the `encoder` key of the space in omnivec.toml",
+             "register your own with @omnivec.encoders.register(name)"],
+        ) from None
+
+
+def load_encoder(settings: SpaceSettings, device: str = "auto") -> Encoder:
+    """Load (once per process) the encoder a space's settings describe."""
+    key = (settings.model_dump_json(exclude={"enabled", "batch_size"}), device)
+    with _LOAD_LOCK:
+        if key not in _LOADED:
+            cls = encoder_class(settings.encoder)
+            _LOADED[key] = cls(settings, resolve_device(device))
+        return _LOADED[key]
+
+
+def clear_cache() -> None:
+    with _LOAD_LOCK:
+        _LOADED.clear()
+
+
+__all__ = [
+    "Encoder",
+    "Segment",
+    "available_encoders",
+    "clear_cache",
+    "encoder_class",
+    "load_encoder",
+    "register",
+    "resolve_device",
+    "space_id_for",
+]

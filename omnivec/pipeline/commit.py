@@ -1,0 +1,99 @@
+"""The single writer: batch results are buffered and written in large keyed merges.
+
+Order per flush: vectors (one merge per space, replacing the flushed items' old vectors in the
+same commit), then errors, then items. A crash between steps is repaired by the next run, which
+plans from what the vector tables actually hold.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+import pyarrow as pa
+
+from omnivec.pipeline.batch import BatchResult
+from omnivec.pipeline.plan import Deleted
+from omnivec.store.schema import vectors_table_name
+from omnivec.store.store import Store, sql_in
+
+_CHUNK_IDS = 2000  # ids per IN (...) filter
+
+
+def _chunks(ids: list[str], n: int = _CHUNK_IDS) -> Iterable[list[str]]:
+    for i in range(0, len(ids), n):
+        yield ids[i : i + n]
+
+
+class Committer:
+    def __init__(self, store: Store, flush_rows: int = 4096) -> None:
+        self.store = store
+        self.flush_rows = flush_rows
+        self._pending: list[BatchResult] = []
+        self._rows = 0
+        self.counts: dict[str, Counter[str]] = {}
+        self.seconds: dict[str, Counter[str]] = {}
+        self.written: Counter[str] = Counter()  # table -> rows written
+
+    def add(self, result: BatchResult) -> None:
+        self._pending.append(result)
+        self._rows += result.items.num_rows + sum(t.num_rows for t in result.vectors.values())
+        self.counts.setdefault(result.modality, Counter()).update(result.counts)
+        self.seconds.setdefault(result.modality, Counter()).update(result.seconds)
+        if self._rows >= self.flush_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        results, self._pending, self._rows = self._pending, [], 0
+        spaces = {s for r in results for s in r.replace}
+        for space in sorted(spaces):
+            ids = sorted({i for r in results for i in r.replace.get(space, ())})
+            tables = [r.vectors[space] for r in results if space in r.vectors]
+            rows = pa.concat_tables(tables) if tables else None
+            name = vectors_table_name(space)
+            if self.store.table(name) is None:
+                continue  # space never loaded in this store: nothing to replace
+            if rows is not None and rows.num_rows:
+                self.store.upsert(name, rows, replace_where=sql_in("item_id", ids))
+                self.written[name] += rows.num_rows
+            else:
+                for part in _chunks(ids):
+                    self.store.delete(name, sql_in("item_id", part))
+        errors = pa.concat_tables([r.errors for r in results])
+        if errors.num_rows:
+            self.store.upsert("errors", self._count_attempts(errors))
+            self.written["errors"] += errors.num_rows
+        cleared = sorted({i for r in results for i in r.cleared})
+        for part in _chunks(cleared):
+            if self.store.count("errors"):
+                self.store.delete("errors", sql_in("item_id", part))
+        items = pa.concat_tables([r.items for r in results])
+        if items.num_rows:
+            self.store.upsert("items", items)
+            self.written["items"] += items.num_rows
+
+    def _count_attempts(self, errors: pa.Table) -> pa.Table:
+        ids = errors.column("error_id").to_pylist()
+        before = self.store.read("errors", ["error_id", "attempts"],
+                                 where=sql_in("item_id", sorted({i.split(":")[0] for i in ids})))
+        prior = dict(zip(before.column("error_id").to_pylist(), before.column("attempts").to_pylist(),
+                         strict=True))
+        attempts = pa.array([prior.get(i, 0) + 1 for i in ids], pa.int32())
+        return errors.set_column(errors.schema.get_field_index("attempts"), "attempts", attempts)
+
+    def delete(self, deleted: list[Deleted], spaces: Iterable[str]) -> None:
+        """Remove deleted files from the latest version (older versions keep them)."""
+        ids = sorted(d.item_id for d in deleted)
+        if not ids:
+            return
+        for part in _chunks(ids):
+            where = sql_in("item_id", part)
+            for space in spaces:
+                self.store.delete(vectors_table_name(space), where)
+            self.store.delete("errors", where)
+            self.store.delete("items", where)
+        for d in deleted:
+            self.counts.setdefault(d.modality, Counter())["deleted"] += 1
+        self.written["items"] += len(ids)

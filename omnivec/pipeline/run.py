@@ -1,0 +1,128 @@
+"""An ingest run as plain functions: prepare -> batches -> process/commit -> finish.
+
+The Prefect flow (flows/ingest.py) orchestrates exactly these steps as tasks; :func:`ingest`
+composes them without Prefect, for notebooks and as the reference behaviour.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pyarrow as pa
+
+from omnivec.config import Settings
+from omnivec.pipeline.batch import BatchResult, process_batch
+from omnivec.pipeline.commit import Committer
+from omnivec.pipeline.plan import Plan, WorkItem, make_plan
+from omnivec.pipeline.report import RunReport
+from omnivec.pipeline.spaces import SpaceState, load_spaces, register_spaces
+from omnivec.progress import reporter
+from omnivec.sources import Discovery, discover, item_id_for
+from omnivec.store.schema import ERRORS, RUNS
+from omnivec.store.store import Store
+
+
+@dataclass(slots=True)
+class RunContext:
+    run_id: str
+    run_name: str
+    started_at: datetime
+    settings: Settings
+    sources: list[str]
+    t0: float = field(default_factory=time.perf_counter)
+
+
+def new_run(settings: Settings, sources: Sequence[str], run_name: str | None = None) -> RunContext:
+    now = datetime.now(UTC)
+    run_id = secrets.token_hex(8)
+    name = run_name or f"ingest-{now:%Y%m%d-%H%M%S}-{run_id[:4]}"
+    return RunContext(run_id, name, now, settings, [str(s) for s in sources])
+
+
+def prepare(ctx: RunContext, retry_errors: bool = False) -> tuple[Discovery, dict[str, SpaceState], Plan]:
+    """Open the store, walk the sources, load the spaces' models and plan the work."""
+    s = ctx.settings
+    store = Store(s.store, create=True)
+    discovery = discover(ctx.sources, s.include, s.exclude, s.include_hidden)
+    states = load_spaces(s)
+    register_spaces(store, states, s)
+    return discovery, states, make_plan(discovery, store, states, retry_errors)
+
+
+def batches(plan: Plan, settings: Settings) -> Iterator[tuple[str, int, list[WorkItem]]]:
+    """(modality, batch number, items) in a stable order."""
+    for modality in sorted(plan.work):
+        items = plan.work[modality]
+        size = max(settings.space_batch_size(n) for n in settings.enabled_spaces()) \
+            if settings.enabled_spaces() else settings.batch_size
+        for number, start in enumerate(range(0, len(items), size)):
+            yield modality, number, items[start : start + size]
+
+
+def finish(ctx: RunContext, committer: Committer, discovery: Discovery, plan: Plan,
+           states: dict[str, SpaceState]) -> RunReport:
+    """Flush, remove deleted files, record discovery problems, write the run row, tag versions."""
+    store = committer.store
+    committer.flush()
+    spaces = [t[len("vectors_"):] for t in store.table_names() if t.startswith("vectors_")]
+    committer.delete(plan.deleted, spaces)
+    now = datetime.now(UTC)
+    if plan.problems:
+        rows = [{"error_id": f"{item_id_for(uri)}:*", "item_id": item_id_for(uri), "uri": uri,
+                 "stage": "discover", "error_class": "OSError", "message": msg, "attempts": 1,
+                 "run_id": ctx.run_id, "created_at": now} for uri, msg in plan.problems]
+        store.upsert("errors", pa.Table.from_pylist(rows, schema=ERRORS))
+        for uri, _ in plan.problems:
+            committer.counts.setdefault("unknown", Counter())["failed"] += 1
+    for modality, n in plan.unchanged.items():
+        committer.counts.setdefault(modality, Counter())["unchanged"] += n
+    report = RunReport(ctx.run_id, ctx.run_name, store.uri, committer.counts, committer.seconds,
+                       unavailable={n: s.unavailable for n, s in states.items() if s.unavailable},
+                       skipped=discovery.skipped)
+    report.wall_seconds = time.perf_counter() - ctx.t0
+    versions = store.versions()
+    run_row = {"run_id": ctx.run_id, "run_name": ctx.run_name, "started_at": ctx.started_at,
+               "ended_at": now, "status": "completed", "sources": json.dumps(ctx.sources),
+               "counts": json.dumps({m: dict(c) for m, c in report.counts.items()}),
+               "versions": json.dumps(versions), "tag": ctx.run_name,
+               "seconds": report.wall_seconds}
+    store.upsert("runs", pa.Table.from_pylist([run_row], schema=RUNS))
+    report.tagged = store.tag_all(ctx.run_name)
+    report.errors_total = store.count("errors")
+    return report
+
+
+def ingest(sources: Sequence[str], settings: Settings, retry_errors: bool = False,
+           run_name: str | None = None) -> RunReport:
+    """Ingest without Prefect: batches decode+encode on ``settings.workers`` threads (model
+    forwards are serialised per encoder, so decoding overlaps encoding), one writer commits."""
+    ctx = new_run(settings, sources, run_name)
+    discovery, states, plan = prepare(ctx, retry_errors)
+    committer = Committer(Store(settings.store, create=True))
+    progress = reporter()
+    progress.start(plan.total_work, "ingest")
+    try:
+        with ThreadPoolExecutor(max_workers=settings.workers) as pool:
+            window: list[Future[BatchResult]] = []
+            for _, _, items in batches(plan, settings):
+                window.append(pool.submit(process_batch, items, settings, states, ctx.run_id))
+                if len(window) > settings.workers:
+                    _commit_one(window.pop(0), committer)
+            for fut in window:
+                _commit_one(fut, committer)
+    finally:
+        progress.stop()
+    return finish(ctx, committer, discovery, plan, states)
+
+
+def _commit_one(fut: Future[BatchResult], committer: Committer) -> None:
+    result = fut.result()
+    committer.add(result)
+    reporter().advance(result.items.num_rows)

@@ -1,0 +1,68 @@
+"""Load the encoders of the enabled spaces, recording which are unavailable and why."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pyarrow as pa
+
+from omnivec.config import Settings
+from omnivec.encoders import encoder_class, load_encoder
+from omnivec.errors import ModelUnavailableError
+from omnivec.store.schema import SPACES, vectors_table_name
+from omnivec.store.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class SpaceState:
+    """What a run knows about one space: its modalities and, when loaded, its identity."""
+
+    name: str
+    modalities: frozenset[str]
+    space_id: str | None = None  # None: the model could not be loaded
+    dimension: int | None = None
+    recipe: dict = field(default_factory=dict)
+    unavailable: str | None = None  # the reason, with remedies
+
+    @property
+    def available(self) -> bool:
+        return self.space_id is not None
+
+
+def load_spaces(settings: Settings) -> dict[str, SpaceState]:
+    """Load every enabled space's encoder once; a model that cannot load leaves its space
+    unavailable (its items stay pending) instead of failing the run."""
+    states: dict[str, SpaceState] = {}
+    for name, cfg in settings.enabled_spaces().items():
+        modalities = encoder_class(cfg.encoder).modalities
+        try:
+            enc = load_encoder(cfg, settings.device)
+        except ModelUnavailableError as exc:
+            states[name] = SpaceState(name, modalities, unavailable=exc.render())
+            continue
+        states[name] = SpaceState(name, modalities, enc.space_id, enc.dimension, enc.recipe)
+    return states
+
+
+def register_spaces(store: Store, states: dict[str, SpaceState], settings: Settings) -> None:
+    """Check each loaded space against the store and create its table and `spaces` row."""
+    now = datetime.now(UTC)
+    rows = []
+    for st in states.values():
+        if not st.available:
+            continue
+        assert st.space_id is not None and st.dimension is not None
+        store.check_space(st.name, st.space_id, st.recipe)
+        store.vectors_table(st.name, st.space_id, st.dimension, st.recipe)
+        if store.space_row(st.name) is None:
+            cfg = settings.spaces[st.name]
+            rows.append({
+                "name": st.name, "space_id": st.space_id, "encoder": cfg.encoder,
+                "model": cfg.model, "pretrained": cfg.pretrained, "dimension": st.dimension,
+                "modalities": sorted(st.modalities), "recipe": json.dumps(st.recipe, sort_keys=True),
+                "table_name": vectors_table_name(st.name), "status": "active", "created_at": now,
+            })
+    if rows:
+        store.upsert("spaces", pa.Table.from_pylist(rows, schema=SPACES))

@@ -1,0 +1,166 @@
+"""Find source files, decide their modality by extension, and give each a stable key."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+
+from omnivec.errors import SourceError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+TEXT_EXTENSIONS = frozenset({".txt", ".md", ".markdown"})
+MODALITY_BY_EXTENSION: dict[str, str] = {
+    **{ext: "image" for ext in IMAGE_EXTENSIONS},
+    **{ext: "text" for ext in TEXT_EXTENSIONS},
+}
+MODALITIES = ("image", "text")
+
+
+def modality_for(path: str) -> str | None:
+    """The modality a file's extension claims (content is checked again when it is read)."""
+    return MODALITY_BY_EXTENSION.get(os.path.splitext(path)[1].lower())
+
+
+def item_id_for(uri: str) -> str:
+    """A stable key for one source file: the first 128 bits of sha256 of its URI."""
+    return hashlib.sha256(uri.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    uri: str
+    modality: str
+    size: int
+    mtime_ns: int
+
+    @property
+    def item_id(self) -> str:
+        return item_id_for(self.uri)
+
+
+@dataclass(slots=True)
+class Discovery:
+    """What a walk over the sources found."""
+
+    files: list[SourceFile] = field(default_factory=list)
+    roots: list[str] = field(default_factory=list)  # absolute folders and files that were walked
+    skipped: int = 0  # files of a type no space handles, or excluded by a glob
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (uri, reason) seen while walking
+
+    def owns(self, uri: str) -> bool:
+        """Whether ``uri`` lies under one of the walked roots (so its absence means deletion)."""
+        for root in self.roots:
+            if uri == root or uri.startswith(root.rstrip(os.sep) + os.sep):
+                return True
+        return False
+
+
+def _matches(rel: str, patterns: Iterable[str]) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    for pat in patterns:
+        target = rel if "/" in pat else name
+        if fnmatch.fnmatchcase(target, pat):
+            return True
+    return False
+
+
+def _keep(rel: str, include: list[str], exclude: list[str]) -> bool:
+    if exclude and _matches(rel, exclude):
+        return False
+    return not include or _matches(rel, include)
+
+
+def _stat_file(path: str, modality: str, disc: Discovery) -> None:
+    try:
+        st = os.stat(path)
+    except OSError as exc:  # dangling symlink, permission, vanished
+        disc.problems.append((path, f"cannot stat: {exc.strerror or exc}"))
+        return
+    disc.files.append(SourceFile(path, modality, st.st_size, st.st_mtime_ns))
+
+
+def _walk_dir(root: str, include: list[str], exclude: list[str], hidden: bool, disc: Discovery) -> None:
+    def onerror(exc: OSError) -> None:
+        disc.problems.append((str(exc.filename or root), f"cannot list folder: {exc.strerror or exc}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=False):
+        rel_dir = os.path.relpath(dirpath, root)
+        rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
+        dirnames[:] = sorted(
+            d for d in dirnames
+            if (hidden or not d.startswith(".")) and not (exclude and _matches(rel_dir + d, exclude))
+        )
+        for name in sorted(filenames):
+            if not hidden and name.startswith("."):
+                continue
+            path = os.path.join(dirpath, name)
+            modality = modality_for(name)
+            if modality is None or not _keep(rel_dir + name, include, exclude):
+                disc.skipped += 1
+                continue
+            _stat_file(path, modality, disc)
+
+
+def discover(
+    paths: Iterable[str | os.PathLike[str]],
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    include_hidden: bool = False,
+) -> Discovery:
+    """Walk folders (recursively, symlinked folders not followed) and single files.
+
+    A glob without ``/`` matches a file name, one with ``/`` the path relative to the root.
+    Raises :class:`SourceError` for a path that does not exist or a file of an unknown type.
+    """
+    include, exclude = list(include or []), list(exclude or [])
+    disc = Discovery()
+    for raw in paths:
+        path = os.path.abspath(os.fspath(raw))
+        if os.path.isdir(path):
+            disc.roots.append(path)
+            _walk_dir(path, include, exclude, include_hidden, disc)
+        elif os.path.isfile(path):
+            modality = modality_for(path)
+            if modality is None:
+                known = ", ".join(sorted(MODALITY_BY_EXTENSION))
+                raise SourceError(f"{path}: unsupported file type; omnivec reads {known}")
+            disc.roots.append(path)
+            _stat_file(path, modality, disc)
+        elif os.path.lexists(path):
+            raise SourceError(f"{path}: not a regular file or folder (dangling link?)")
+        else:
+            raise SourceError(f"{path}: no such file or folder")
+    # the same file reached through two roots is one item
+    seen: set[str] = set()
+    unique = []
+    for f in disc.files:
+        if f.uri not in seen:
+            seen.add(f.uri)
+            unique.append(f)
+    disc.files = unique
+    return disc
+
+
+def iter_batches(files: list[SourceFile], size: int) -> Iterator[list[SourceFile]]:
+    for start in range(0, len(files), size):
+        yield files[start : start + size]
+
+
+__all__ = [
+    "Discovery",
+    "MODALITIES",
+    "SourceFile",
+    "discover",
+    "item_id_for",
+    "iter_batches",
+    "modality_for",
+    "sha256_bytes",
+]

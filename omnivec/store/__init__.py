@@ -1,0 +1,5 @@
+"""The LanceDB store."""
+
+from omnivec.store.store import Store
+
+__all__ = ["Store"]

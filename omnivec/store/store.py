@@ -1,0 +1,206 @@
+"""The LanceDB store: opening tables, keyed upserts, deletions, version tags and space checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import pyarrow as pa
+
+from omnivec.errors import SpaceMismatchError, StoreError
+from omnivec.store.schema import KEYS, SCHEMAS, vectors_schema, vectors_table_name
+
+RECIPE_KEY = "omnivec.recipe"
+SPACE_ID_KEY = "omnivec.space_id"
+_ID = re.compile(r"^[0-9a-f]{8,64}$")
+
+
+def sql_in(column: str, ids: Iterable[str]) -> str:
+    """``column IN (...)`` for ids omnivec generated itself (hex); anything else is refused."""
+    ids = list(ids)
+    for i in ids:
+        if not _ID.match(i):
+            raise ValueError(f"refusing to put {i!r} into a filter: not an omnivec id")
+    return f"{column} IN ({', '.join(repr(i) for i in ids)})"
+
+
+def _is_remote(uri: str) -> bool:
+    return "://" in uri
+
+
+class Store:
+    """A folder (or object-store prefix) of LanceDB tables.
+
+    ``create=False`` opens an existing store for reading and raises :class:`StoreError` when
+    there is none; ``create=True`` makes the folder and checks it is writable.
+    """
+
+    def __init__(self, uri: str | os.PathLike[str], create: bool = False) -> None:
+        import lancedb
+
+        self.uri = os.fspath(uri)
+        if not _is_remote(self.uri):
+            self.uri = os.path.abspath(self.uri)
+            self._check_local(create)
+        try:
+            self.db = lancedb.connect(self.uri)
+        except Exception as exc:
+            raise StoreError(f"store {self.uri} cannot be opened: {exc}") from exc
+        self._tables: dict[str, Any] = {}
+
+    def _check_local(self, create: bool) -> None:
+        if create:
+            try:
+                os.makedirs(self.uri, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"store {self.uri} cannot be created: {exc.strerror or exc}",
+                    ["pick a writable folder with --store or OMNIVEC_STORE"],
+                ) from None
+            if not os.access(self.uri, os.W_OK | os.X_OK):
+                raise StoreError(f"store {self.uri} is not writable",
+                                 ["pick a writable folder with --store or OMNIVEC_STORE"])
+        elif not os.path.isdir(self.uri):
+            raise StoreError(f"no store at {self.uri}",
+                             ["run `omnivec ingest PATH` first", "or point --store / OMNIVEC_STORE at a store"])
+
+    # -- tables -------------------------------------------------------------------------------
+    def table_names(self) -> list[str]:
+        names: list[str] = []
+        token = None
+        while True:
+            resp = self.db.list_tables(page_token=token)
+            names += list(resp.tables)
+            token = resp.page_token
+            if not token:
+                return sorted(names)
+
+    def table(self, name: str) -> Any | None:
+        """The table, reopened at its latest version, or None when it does not exist yet."""
+        if name in self._tables:
+            tbl = self._tables[name]
+            tbl.checkout_latest()
+            return tbl
+        if name not in self.table_names():
+            return None
+        tbl = self.db.open_table(name)
+        self._tables[name] = tbl
+        return tbl
+
+    def ensure(self, name: str, schema: pa.Schema | None = None, key: str | None = None) -> Any:
+        tbl = self.table(name)
+        if tbl is not None:
+            return tbl
+        schema = schema if schema is not None else SCHEMAS[name]
+        key = key or KEYS[name]
+        try:
+            tbl = self.db.create_table(name, schema=schema, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"table {name} cannot be created in {self.uri}: {exc}") from exc
+        try:
+            tbl.set_unenforced_primary_key(key)  # concurrent upserts of one new key stay one row
+        except Exception:
+            pass  # another writer set it first
+        self._tables[name] = tbl
+        return tbl
+
+    def read(self, name: str, columns: list[str] | None = None, where: str | None = None) -> pa.Table:
+        tbl = self.table(name)
+        if tbl is None:
+            schema = SCHEMAS.get(name)
+            empty = schema.empty_table() if schema is not None else pa.table({})
+            return empty.select(columns) if columns and schema is not None else empty
+        q = tbl.search()
+        if where:
+            q = q.where(where)
+        if columns:
+            q = q.select(columns)
+        return q.limit(None).to_arrow()
+
+    def count(self, name: str, where: str | None = None) -> int:
+        tbl = self.table(name)
+        return 0 if tbl is None else int(tbl.count_rows(where))
+
+    # -- writes -------------------------------------------------------------------------------
+    def upsert(self, name: str, rows: pa.Table, replace_where: str | None = None) -> int | None:
+        """Merge rows by the table's key in one commit; optionally delete, in the same commit,
+        rows matching ``replace_where`` that the new rows do not carry. Returns the version."""
+        if rows.num_rows == 0 and not replace_where:
+            return None
+        tbl = self.ensure(name) if name in SCHEMAS else self.table(name)
+        if tbl is None:
+            raise StoreError(f"table {name} does not exist in {self.uri}")
+        if rows.num_rows == 0:
+            tbl.delete(replace_where)
+            return int(tbl.version)
+        key = KEYS.get(name, "vector_id")
+        builder = tbl.merge_insert(key).when_matched_update_all().when_not_matched_insert_all()
+        if replace_where:
+            builder = builder.when_not_matched_by_source_delete(replace_where)
+        result = builder.execute(rows.cast(tbl.schema))
+        return int(result.version)
+
+    def delete(self, name: str, where: str) -> None:
+        tbl = self.table(name)
+        if tbl is not None:
+            tbl.delete(where)
+
+    # -- spaces -------------------------------------------------------------------------------
+    def space_row(self, name: str) -> dict[str, Any] | None:
+        rows = self.read("spaces").to_pylist()
+        return next((r for r in rows if r["name"] == name), None)
+
+    def check_space(self, name: str, space_id: str, recipe: dict[str, Any]) -> None:
+        """Refuse to mix vectors of two different recipes under one space name."""
+        row = self.space_row(name)
+        if row is None or row["space_id"] == space_id:
+            return
+        old = json.loads(row["recipe"])
+        raise SpaceMismatchError(
+            f"space {name!r} in store {self.uri} holds vectors of space_id {row['space_id']} "
+            f"({old.get('model')} / {old.get('pretrained')}), but the configured encoder is "
+            f"space_id {space_id} ({recipe.get('model')} / {recipe.get('pretrained')})",
+            [f"use the model that built the store: --model {old.get('model')} "
+             f"--pretrained {old.get('pretrained') or 'none'}",
+             "or build a separate store for the new model with --store DIR",
+             f"or register it under another space name in omnivec.toml ([spaces.{name}2])"],
+        )
+
+    def vectors_table(self, name: str, space_id: str, dimension: int, recipe: dict[str, Any]) -> Any:
+        """The space's vector table, created with the recipe in its schema metadata."""
+        table_name = vectors_table_name(name)
+        tbl = self.table(table_name)
+        if tbl is None:
+            meta = {RECIPE_KEY: json.dumps(recipe, sort_keys=True), SPACE_ID_KEY: space_id}
+            tbl = self.ensure(table_name, vectors_schema(dimension, meta), "vector_id")
+        return tbl
+
+    def embedded_hashes(self, name: str) -> dict[str, str]:
+        """item_id -> content_hash of the vectors a space holds (what is already embedded)."""
+        rows = self.read(vectors_table_name(name), ["item_id", "content_hash"])
+        if rows.num_rows == 0:
+            return {}
+        return dict(zip(rows.column("item_id").to_pylist(), rows.column("content_hash").to_pylist(),
+                        strict=True))
+
+    # -- versions -----------------------------------------------------------------------------
+    def versions(self) -> dict[str, int]:
+        out = {}
+        for name in self.table_names():
+            tbl = self.table(name)
+            if tbl is not None:
+                out[name] = int(tbl.version)
+        return out
+
+    def tag_all(self, tag: str) -> dict[str, int]:
+        """Tag the latest version of every table with ``tag``; returns the tagged versions."""
+        tagged = {}
+        for name, version in self.versions().items():
+            tbl = self._tables[name]
+            if tag not in tbl.tags.list():
+                tbl.tags.create(tag, version)
+            tagged[name] = version
+        return tagged
