@@ -25,7 +25,6 @@ _SIGNATURES: list[tuple[int, bytes, str]] = [
     (0, b"\xff\xd8\xff", "JPEG image"),
     (0, b"GIF87a", "GIF image"),
     (0, b"GIF89a", "GIF image"),
-    (0, b"BM", "BMP image"),
     (0, b"II*\x00", "TIFF image"),
     (0, b"MM\x00*", "TIFF image"),
     (0, b"%PDF", "PDF document"),
@@ -34,7 +33,6 @@ _SIGNATURES: list[tuple[int, bytes, str]] = [
     (0, b"\x7fELF", "ELF executable"),
     (0, b"fLaC", "FLAC audio"),
     (0, b"OggS", "Ogg audio"),
-    (0, b"ID3", "MP3 audio"),
     (4, b"ftyp", "MP4/M4A media"),
 ]
 IMAGE_KINDS = frozenset({"PNG image", "JPEG image", "GIF image", "BMP image", "TIFF image", "WEBP image"})
@@ -46,6 +44,12 @@ def sniff(head: bytes) -> str | None:
         return {b"WEBP": "WEBP image", b"WAVE": "WAV audio", b"AVI ": "AVI video"}.get(
             head[8:12], "RIFF data"
         )
+    # "BM" and "ID3" alone are too weak (text can start "BMW ..." or "ID3 tags ..."): also check
+    # the zero reserved bytes of a BMP header and the version byte of an ID3v2 header
+    if head[:2] == b"BM" and head[6:10] == b"\x00\x00\x00\x00":
+        return "BMP image"
+    if head[:3] == b"ID3" and len(head) >= 5 and head[3] in (2, 3, 4) and head[4] == 0:
+        return "MP3 audio"
     for offset, magic, kind in _SIGNATURES:
         if head[offset : offset + len(magic)] == magic:
             return kind
@@ -150,11 +154,13 @@ def decode_text(data: bytes) -> str:
         raise DecodeError(f"content is {kind}, not text (wrong extension?)")
     if b"\x00" in data[:65536]:
         raise DecodeError("content is binary (NUL bytes), not text")
+    bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
     try:
-        text = data.decode("utf-8-sig")
+        text = data[bom:].decode("utf-8")
     except UnicodeDecodeError as exc:
+        # offsets are into the whole file, BOM included
         raise DecodeError(
-            f"not valid UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start}; "
+            f"not valid UTF-8: byte 0x{data[bom + exc.start]:02x} at offset {bom + exc.start}; "
             "convert the file to UTF-8"
         ) from None
     if not text.strip():

@@ -74,7 +74,8 @@ def make_plan(
         if row is None:
             _add(plan, f, item_id, wanted, kind="new")
             continue
-        have = tuple(n for n in wanted if embedded[n].get(item_id) == row["content_hash"])
+        prev = row["content_hash"]
+        have = tuple(n for n in wanted if prev is not None and embedded[n].get(item_id) == prev)
         runnable = {n for n in wanted if spaces[n].available}
         same_stat = row["size"] == f.size and row["mtime_ns"] == f.mtime_ns
         if same_stat and (row["status"] == "error" and not retry_errors or runnable <= set(have)):

@@ -1,0 +1,62 @@
+"""Shared fixtures: offline environment, a tiny open_clip model on disk, stores in tmp_path."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+# Offline and isolated before anything imports prefect or huggingface_hub.
+_HOME = tempfile.mkdtemp(prefix="omnivec-tests-")
+os.environ["PREFECT_HOME"] = os.path.join(_HOME, "prefect")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HOME"] = os.path.join(_HOME, "hf")  # an empty cache: default weights are unavailable
+os.environ["XDG_CACHE_HOME"] = os.path.join(_HOME, "cache")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED"] = "false"
+os.environ["PREFECT_LOGGING_TO_API_ENABLED"] = "false"
+for key in list(os.environ):
+    if key.startswith("OMNIVEC_") or key == "PREFECT_API_URL":
+        del os.environ[key]
+
+import pytest  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from omnivec.config import Settings, load_settings  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from omnivec.testing import make_tiny_open_clip
+
+    return make_tiny_open_clip(tmp_path_factory.mktemp("tiny_clip"))
+
+
+def make_settings(store: Path, model_dir: Path, **extra: object) -> Settings:
+    return load_settings(
+        overrides={"store": str(store), "spaces": {"clip": {"model": f"local-dir:{model_dir}"}}, **extra},
+        env={},
+    )
+
+
+@pytest.fixture
+def settings(tmp_path: Path, tiny_clip_dir: Path) -> Settings:
+    return make_settings(tmp_path / "store", tiny_clip_dir, batch_size=8)
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    from omnivec.sample import build_sample_corpus
+
+    return build_sample_corpus(tmp_path / "corpus")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect API for the whole session (its start costs 15-25 s)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

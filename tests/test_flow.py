@@ -1,0 +1,48 @@
+"""The real Prefect flow under a temporary Prefect API (one per test session)."""
+
+from __future__ import annotations
+
+import pytest
+
+from fixtures.bad_files import write_bad_corpus
+from omnivec.store import Store
+
+pytestmark = pytest.mark.flow
+
+
+def test_ingest_flow_completes_with_bad_files_and_publishes_artifacts(prefect_harness, settings, corpus):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from flows.ingest import ingest_flow
+
+    expected_errors = write_bad_corpus(corpus / "bad")
+    state = ingest_flow(sources=[str(corpus)], settings=settings.model_dump(), return_state=True)
+    assert state.is_completed(), state
+    report = state.result()
+    assert report.failed == len(expected_errors)
+    assert report.embedded == 24 + 3
+    store = Store(settings.store)
+    assert store.count("errors") == len(expected_errors)
+    assert report.run_name in store.table("vectors_clip").tags.list()
+
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(state.state_details.flow_run_id)
+        assert flow_run.name == report.run_name  # dashboard and store use one name
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])))
+    by_key = {a.key: a for a in arts if a.key}
+    assert {"ingest-summary", "ingest-modalities"} <= set(by_key)
+    assert "failed" in by_key["ingest-summary"].data and report.run_name in by_key["ingest-summary"].data
+    progress = [a for a in arts if a.type == "progress"]
+    assert progress and float(progress[0].data) == 100.0
+
+
+def test_flow_rerun_is_a_noop(prefect_harness, settings, corpus):
+    from flows.ingest import run_ingest_flow
+
+    first = run_ingest_flow([str(corpus)], settings)
+    second = run_ingest_flow([str(corpus)], settings)
+    assert first.embedded == 24 and second.embedded == 0
+    assert sum(c["unchanged"] for c in second.counts.values()) == 24
+    assert Store(settings.store).count("vectors_clip") == 24
