@@ -10,7 +10,6 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-import flows.prefect_env  # noqa: F401  (must precede the prefect import)
 from prefect import flow, get_run_logger
 from prefect.artifacts import (
     create_markdown_artifact,
@@ -21,6 +20,7 @@ from prefect.artifacts import (
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
+import flows.prefect_env  # noqa: F401  (must precede the prefect import)
 from omnivec.config import Settings, load_settings
 from omnivec.pipeline.batch import BatchResult
 from omnivec.pipeline.commit import Committer

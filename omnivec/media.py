@@ -122,7 +122,7 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     if kind is not None and kind not in IMAGE_KINDS:
         raise DecodeError(f"content is {kind}, not an image")
     try:
-        img = Image.open(io.BytesIO(data))
+        img: Image.Image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise DecodeError(f"refused as a likely decompression bomb: {exc}") from None
     except UnidentifiedImageError:

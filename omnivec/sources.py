@@ -8,7 +8,6 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-
 from omnivec.errors import SourceError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
@@ -57,10 +56,7 @@ class Discovery:
 
     def owns(self, uri: str) -> bool:
         """Whether ``uri`` lies under one of the walked roots (so its absence means deletion)."""
-        for root in self.roots:
-            if uri == root or uri.startswith(root.rstrip(os.sep) + os.sep):
-                return True
-        return False
+        return any(uri == root or uri.startswith(root.rstrip(os.sep) + os.sep) for root in self.roots)
 
 
 def _matches(rel: str, patterns: Iterable[str]) -> bool:

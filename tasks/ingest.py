@@ -7,10 +7,10 @@ some (plans, batches) are large to hash.
 
 from __future__ import annotations
 
-import flows.prefect_env  # noqa: F401  (must precede the prefect import)
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+import flows.prefect_env  # noqa: F401  (must precede the prefect import)
 from omnivec.config import Settings
 from omnivec.pipeline.batch import BatchResult, process_batch
 from omnivec.pipeline.commit import Committer

@@ -7,7 +7,7 @@ a process or on a remote worker. Loaded models come from the per-process encoder
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -73,7 +73,8 @@ def _embed_space(enc: Any, modality: str, segs: list[tuple[WorkItem, int, Segmen
                     vecs[start + offset] = enc.embed(modality, [s.payload])[0]
                 except Exception as exc:  # noqa: BLE001 - recorded as an errors row
                     failed[w.item_id] = exc
-    bad = ~np.isfinite(vecs).all(axis=1)
+    finite = np.asarray(np.isfinite(vecs).all(axis=1), dtype=bool)
+    bad = [not bool(finite[i]) for i in range(len(segs))]
     for (w, _, _), is_bad in zip(segs, bad, strict=True):
         if is_bad and w.item_id not in failed:
             failed[w.item_id] = ValueError("the model produced a non-finite vector")
@@ -84,7 +85,7 @@ def process_batch(work: list[WorkItem], settings: Settings, spaces: dict[str, Sp
                   run_id: str) -> BatchResult:
     now = datetime.now(UTC)
     modality = work[0].modality
-    timing: Counter[str] = Counter()
+    timing: defaultdict[str, float] = defaultdict(float)
     counts: Counter[str] = Counter()
     items: dict[str, dict[str, Any]] = {}
     errors: list[dict[str, Any]] = []
@@ -130,14 +131,14 @@ def process_batch(work: list[WorkItem], settings: Settings, spaces: dict[str, Sp
         for space in runnable:
             enc = load_encoder(settings.spaces[space], settings.device)
             try:
-                segs = enc.segments(modality, content)
-                if not segs:
+                pieces = enc.segments(modality, content)
+                if not pieces:
                     raise DecodeError("nothing to embed after splitting")
-            except Exception as exc:  # noqa: BLE001 - recorded as an errors row
-                errors.append(_error_row(w, space, "prepare", exc, h, run_id, now))
+            except Exception as prep_exc:  # noqa: BLE001 - recorded as an errors row
+                errors.append(_error_row(w, space, "prepare", prep_exc, h, run_id, now))
                 failed_items.add(w.item_id)
                 continue
-            todo.setdefault(space, []).extend((w, i, s) for i, s in enumerate(segs))
+            todo.setdefault(space, []).extend((w, i, s) for i, s in enumerate(pieces))
         timing["decode"] += time.perf_counter() - t1
 
     vectors: dict[str, pa.Table] = {}
@@ -145,9 +146,9 @@ def process_batch(work: list[WorkItem], settings: Settings, spaces: dict[str, Sp
     for space, segs in todo.items():
         enc = load_encoder(settings.spaces[space], settings.device)
         vecs, failed = _embed_space(enc, modality, segs, settings.space_batch_size(space))
-        for item_id, exc in failed.items():
+        for item_id, enc_exc in failed.items():
             w = next(w for w, _, _ in segs if w.item_id == item_id)
-            errors.append(_error_row(w, space, "encode", exc, hashes.get(item_id), run_id, now))
+            errors.append(_error_row(w, space, "encode", enc_exc, hashes.get(item_id), run_id, now))
             failed_items.add(item_id)
         keep = [i for i, (w, _, _) in enumerate(segs) if w.item_id not in failed]
         vectors[space] = _vector_rows([segs[i] for i in keep], vecs[keep], hashes,

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow as pa
 
@@ -24,7 +25,7 @@ from omnivec.pipeline.plan import Plan, WorkItem, make_plan
 from omnivec.pipeline.report import RunReport
 from omnivec.pipeline.spaces import SpaceState, load_spaces, register_spaces
 from omnivec.progress import reporter
-from omnivec.sources import Discovery, discover, item_id_for
+from omnivec.sources import Discovery, discover, item_id_for, modality_for
 from omnivec.store.schema import ERRORS, RUNS
 from omnivec.store.store import Store
 
@@ -75,12 +76,13 @@ def finish(ctx: RunContext, committer: Committer, discovery: Discovery, plan: Pl
     committer.delete(plan.deleted, spaces)
     now = datetime.now(UTC)
     if plan.problems:
-        rows = [{"error_id": f"{item_id_for(uri)}:*", "item_id": item_id_for(uri), "uri": uri,
-                 "stage": "discover", "error_class": "OSError", "message": msg, "attempts": 1,
-                 "run_id": ctx.run_id, "created_at": now} for uri, msg in plan.problems]
+        rows: list[dict[str, Any]] = [{"error_id": f"{item_id_for(uri)}:*", "item_id": item_id_for(uri), "uri": uri,
+                 "modality": modality_for(uri), "stage": "discover", "error_class": "OSError",
+                 "message": msg, "attempts": 1, "run_id": ctx.run_id, "created_at": now}
+                for uri, msg in plan.problems]
         store.upsert("errors", pa.Table.from_pylist(rows, schema=ERRORS))
-        for uri, _ in plan.problems:
-            committer.counts.setdefault("unknown", Counter())["failed"] += 1
+        for row in rows:
+            committer.counts.setdefault(row["modality"] or "other", Counter())["failed"] += 1
     for modality, n in plan.unchanged.items():
         committer.counts.setdefault(modality, Counter())["unchanged"] += n
     report = RunReport(ctx.run_id, ctx.run_name, store.uri, committer.counts, committer.seconds,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -100,10 +101,8 @@ class Store:
             tbl = self.db.create_table(name, schema=schema, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"table {name} cannot be created in {self.uri}: {exc}") from exc
-        try:
-            tbl.set_unenforced_primary_key(key)  # concurrent upserts of one new key stay one row
-        except Exception:
-            pass  # another writer set it first
+        with contextlib.suppress(Exception):  # another writer may have set it first
+            tbl.set_unenforced_primary_key(key)  # type: ignore[attr-defined]  # concurrent upserts of one new key stay one row
         self._tables[name] = tbl
         return tbl
 
