@@ -18,7 +18,7 @@ from omnivec.errors import OmnivecError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Turn images and text into versioned vectors in a LanceDB store, and search them.")
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 T = TypeVar("T")
@@ -172,9 +172,13 @@ def search(
     if as_json:
         print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False))
         return
-    table = Table(title=f"top {len(hits)} for {query!r}" if query else f"top {len(hits)} for {image}")
+    _print_hits(hits, f"top {len(hits)} for {query!r}" if query else f"top {len(hits)} for {image}")
+
+
+def _print_hits(hits: list[Any], title: str) -> None:
+    table = Table(title=title)
     for col in ("#", "score", "modality", "uri", "match"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for i, h in enumerate(hits, 1):
         snippet = (h.text or "")[:60] + ("..." if h.text and len(h.text) > 60 else "")
         table.add_row(str(i), f"{h.score:.4f}", h.modality, h.uri, snippet)
@@ -244,6 +248,52 @@ def sample_corpus(folder: Annotated[Path, typer.Argument(help="where to write th
 
     root = build_sample_corpus(folder)
     out.print(f"sample corpus written to {root}", highlight=False)
+
+
+@app.command()
+def demo(
+    folder: Annotated[Path, typer.Option("--dir", help="where the corpus, model and store go")] = Path("omnivec-demo"),
+    query: Annotated[str, typer.Option("--query", help="the search to run after ingesting")] = "a red circle",
+    local: Annotated[bool, typer.Option("--local", help="run without Prefect")] = False,
+) -> None:
+    """Build a sample corpus, ingest it through the Prefect flow, and run one search."""
+
+    def body() -> Any:
+        from omnivec.pipeline.spaces import load_spaces
+        from omnivec.sample import build_sample_corpus
+
+        corpus = build_sample_corpus(folder / "corpus")
+        out.print(f"sample corpus: {corpus} (18 images, 6 texts)", highlight=False)
+        s = load_settings(overrides={"store": str(folder / "store")})
+        clip = load_spaces(s)["clip"]
+        if clip.unavailable:
+            from omnivec.testing import make_tiny_open_clip
+
+            model_dir = make_tiny_open_clip(folder / "tiny-open-clip")
+            err.print("[yellow]The default clip model (ViT-B-32 / laion2b_s34b_b79k) is not available "
+                      "offline, so this demo uses a tiny randomly initialised model: the pipeline is real, "
+                      "the ranking is not meaningful.[/] Run once with network access (or pass "
+                      "--model local-dir:FOLDER to `omnivec ingest`) for real results.", highlight=False)
+            s = load_settings(overrides={"store": str(folder / "tiny-store"),
+                                         "spaces": {"clip": {"model": f"local-dir:{model_dir}"}}})
+        from omnivec.progress import set_reporter
+
+        set_reporter(_Bar())
+        if local:
+            from omnivec.pipeline.run import ingest as run_local
+
+            report = run_local([str(corpus)], s)
+        else:
+            from flows.ingest import run_ingest_flow
+
+            report = run_ingest_flow([str(corpus)], s)
+        _print_report(report)
+        from omnivec.query import search as run_search
+
+        return run_search(query, k=5, settings=s)
+
+    hits = _guard(body)
+    _print_hits(hits, f"top {len(hits)} for {query!r}")
 
 
 def main() -> None:

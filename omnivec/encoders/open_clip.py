@@ -9,9 +9,11 @@ benchmarks only.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +24,25 @@ from omnivec.config import SpaceSettings
 from omnivec.encoders import register
 from omnivec.encoders.base import Encoder, Segment
 from omnivec.errors import ConfigError, ModelUnavailableError
+from omnivec.hub import offline_if_unreachable
 from omnivec.weights import file_sha256
 
 RANDOM_INIT = "random-init"
+
+
+@contextlib.contextmanager
+def _quiet_hub_logs() -> Iterator[None]:
+    """open_clip logs download failures at ERROR on the root logger; omnivec reports them itself."""
+    root = logging.getLogger()
+    hub = logging.getLogger("huggingface_hub")
+    levels = root.level, hub.level
+    root.setLevel(logging.CRITICAL)
+    hub.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        root.setLevel(levels[0])
+        hub.setLevel(levels[1])
 
 
 def _unavailable(model: str, pretrained: str | None, reason: str) -> ModelUnavailableError:
@@ -108,17 +126,20 @@ class OpenClipEncoder(Encoder):
 
         model_name = settings.model
         pretrained = _check_spec(model_name, settings.pretrained)
+        offline = False
         try:
             if pretrained is None and not model_name.startswith(("local-dir:", "hf-hub:")):
                 torch.manual_seed(0)  # random init must give the same space on every load
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                model_name, pretrained=pretrained, device=device
-            )
-            weights = _weights_file(model_name, pretrained)
+            with offline_if_unreachable() as offline, _quiet_hub_logs():
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    model_name, pretrained=pretrained, device=device
+                )
+                weights = _weights_file(model_name, pretrained)
         except (ConfigError, ModelUnavailableError):
             raise
         except Exception as exc:  # network, missing cache, corrupt file: all mean "unavailable"
-            raise _unavailable(model_name, pretrained, f"{type(exc).__name__}: {exc}") from exc
+            where = "hub unreachable or HF_HUB_OFFLINE set, and not in the local cache: " if offline else ""
+            raise _unavailable(model_name, pretrained, f"{where}{type(exc).__name__}: {exc}") from exc
         model.eval()
         self.model = model
         self.preprocess = preprocess

@@ -117,7 +117,8 @@ def process_batch(work: list[WorkItem], settings: Settings, spaces: dict[str, Sp
         status = "pending" if missing[w.item_id] else "ok"
         items[w.item_id] = _item_row(w, h, fb.size, fb.mtime_ns, status, run_id, now)
         if not runnable:
-            counts["pending" if missing[w.item_id] else "unchanged"] += 1  # unchanged: hash confirmed
+            # nothing to encode: still pending, confirmed unchanged by hash, or no space takes it
+            counts["pending" if missing[w.item_id] else "unchanged" if h == w.prev_hash else w.kind] += 1
             continue
         t1 = time.perf_counter()
         try:

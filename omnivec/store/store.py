@@ -57,16 +57,14 @@ class Store:
             try:
                 os.makedirs(self.uri, exist_ok=True)
             except OSError as exc:
-                raise StoreError(
-                    f"store {self.uri} cannot be created: {exc.strerror or exc}",
-                    ["pick a writable folder with --store or OMNIVEC_STORE"],
-                ) from None
+                raise StoreError(f"store {self.uri} cannot be created: {exc.strerror or exc} "
+                                 "(pick a writable folder with --store or OMNIVEC_STORE)") from None
             if not os.access(self.uri, os.W_OK | os.X_OK):
-                raise StoreError(f"store {self.uri} is not writable",
-                                 ["pick a writable folder with --store or OMNIVEC_STORE"])
+                raise StoreError(f"store {self.uri} is not writable "
+                                 "(pick a writable folder with --store or OMNIVEC_STORE)")
         elif not os.path.isdir(self.uri):
-            raise StoreError(f"no store at {self.uri}",
-                             ["run `omnivec ingest PATH` first", "or point --store / OMNIVEC_STORE at a store"])
+            raise StoreError(f"no store at {self.uri} (run `omnivec ingest PATH` first, or point --store / "
+                             "OMNIVEC_STORE at an existing store)")
 
     # -- tables -------------------------------------------------------------------------------
     def table_names(self) -> list[str]:

@@ -1,0 +1,145 @@
+"""Ingest throughput: the full pipeline vs a bare open_clip loop over the same JPEGs.
+
+Both sides decode the JPEGs, preprocess with the model's own transform and run one forward per
+batch of the same size, with the same model (random-init weights are fine for speed) and the same
+torch threads; model loading is excluded from both. Methods alternate over several rounds so
+machine noise hits them alike; the median of each is reported.
+
+    .venv/bin/python benchmarks/ingest_throughput.py            # 512 images, ViT-B-32
+    .venv/bin/python benchmarks/ingest_throughput.py -n 128 --model local-dir:/path --no-flow
+
+Prints a table and ends with one JSON line of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+
+def make_jpegs(folder: Path, n: int, size: int = 256) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        arr = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+        img = Image.fromarray(arr)
+        d = ImageDraw.Draw(img)
+        d.ellipse((20 + i % 50, 30, 200, 220), fill=tuple(int(x) for x in rng.integers(0, 255, 3)))
+        p = folder / f"img_{i:05d}.jpg"
+        img.save(p, "JPEG", quality=90)
+        paths.append(p)
+    return paths
+
+
+def bare_loop(paths: list[Path], model: object, preprocess: object, batch: int) -> float:
+    import torch
+
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for s in range(0, len(paths), batch):
+            x = torch.stack([preprocess(Image.open(p).convert("RGB")) for p in paths[s : s + batch]])  # type: ignore[operator]
+            v = model.encode_image(x, normalize=True)  # type: ignore[attr-defined]
+            v.numpy()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", type=int, default=512, help="number of JPEGs")
+    ap.add_argument("--model", default="ViT-B-32")
+    ap.add_argument("--pretrained", default="none", help="'none' = seeded random init")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-flow", action="store_true", help="skip the Prefect flow (core pipeline only)")
+    args = ap.parse_args()
+
+    os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="omnivec-bench-prefect-"))
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    import open_clip
+    import torch
+
+    from omnivec.config import load_settings
+    from omnivec.encoders import load_encoder
+    from omnivec.pipeline.run import ingest
+
+    work = Path(tempfile.mkdtemp(prefix="omnivec-bench-"))
+    paths = make_jpegs(work / "jpegs", args.n)
+    pretrained = None if args.pretrained.lower() in ("", "none") else args.pretrained
+    torch.manual_seed(0)
+    model, _, preprocess = open_clip.create_model_and_transforms(args.model, pretrained=pretrained,
+                                                                 device=args.device)
+    model.eval()
+
+    def settings(store: Path):  # type: ignore[no-untyped-def]
+        return load_settings(env={}, overrides={
+            "store": str(store), "batch_size": args.batch_size, "device": args.device,
+            "spaces": {"clip": {"model": args.model, "pretrained": args.pretrained}}})
+
+    load_encoder(settings(work / "warm").spaces["clip"], args.device)  # loaded once, like a worker
+    bare_loop(paths[: args.batch_size], model, preprocess, args.batch_size)  # warm-up forward
+
+    times: dict[str, list[float]] = {"bare": [], "pipeline": []}
+    flow_runner = None
+    harness = None
+    if not args.no_flow:
+        from prefect.testing.utilities import prefect_test_harness
+
+        from flows.ingest import run_ingest_flow
+
+        harness = prefect_test_harness(server_startup_timeout=180)
+        harness.__enter__()
+        times["flow"] = []
+        flow_runner = run_ingest_flow
+        run_ingest_flow([str(paths[0].parent)], settings(work / "flow-warm"))  # server warm-up
+    for r in range(args.rounds):
+        times["bare"].append(bare_loop(paths, model, preprocess, args.batch_size))
+        store = work / f"store-{r}"
+        rep = ingest([str(work / "jpegs")], settings(store))
+        assert rep.embedded == args.n, rep.rows()
+        times["pipeline"].append(rep.wall_seconds)
+        shutil.rmtree(store)
+        if flow_runner is not None:
+            store = work / f"flow-{r}"
+            rep = flow_runner([str(work / "jpegs")], settings(store))
+            assert rep.embedded == args.n, rep.rows()
+            times["flow"].append(rep.wall_seconds)
+            shutil.rmtree(store)
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+    rate = {k: args.n / v for k, v in med.items()}
+    print(f"\n{args.n} JPEGs, {args.model} (pretrained={args.pretrained}), batch {args.batch_size}, "
+          f"device {args.device}, torch threads {torch.get_num_threads()}, {args.rounds} rounds (median)")
+    print(f"{'method':<10}{'seconds':>10}{'items/s':>10}{'vs bare':>10}")
+    for k in med:
+        print(f"{k:<10}{med[k]:>10.2f}{rate[k]:>10.1f}{rate[k] / rate['bare']:>10.3f}")
+    figures = {
+        "n": args.n, "model": args.model, "batch_size": args.batch_size, "device": args.device,
+        "bare_items_s": round(rate["bare"], 2),
+        "core_pipeline_items_s": round(rate["pipeline"], 2),
+        "pipeline_items_s": round(rate.get("flow", rate["pipeline"]), 2),
+        "ratio": round(rate.get("flow", rate["pipeline"]) / rate["bare"], 3),
+        "core_ratio": round(rate["pipeline"] / rate["bare"], 3),
+    }
+    shutil.rmtree(work, ignore_errors=True)
+    if harness is not None:
+        harness.__exit__(None, None, None)  # stops the temporary Prefect server
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
