@@ -28,18 +28,15 @@ StoreOpt = Annotated[str | None, typer.Option("--store", help="store folder [env
 ModelOpt = Annotated[str | None, typer.Option("--model", help="clip space model: open_clip name, hf-hub:org/name or local-dir:/path")]
 PretrainedOpt = Annotated[str | None, typer.Option("--pretrained", help="clip space weights: pretrained tag or checkpoint path ('none' = random init)")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | mps")]
+ClapOpt = Annotated[str | None, typer.Option("--clap-model", help="clap space model: Hugging Face id or a save_pretrained folder")]
 
 
 def _settings(config: Path | None, store: str | None = None, model: str | None = None,
-              pretrained: str | None = None, device: str | None = None, **flat: Any) -> Settings:
-    clip: dict[str, Any] = {}
-    if model is not None:
-        clip["model"] = model
-    if pretrained is not None:
-        clip["pretrained"] = pretrained
-    overrides: dict[str, Any] = {"store": store, "device": device, **flat}
-    if clip:
-        overrides["spaces"] = {"clip": clip}
+              pretrained: str | None = None, device: str | None = None, clap_model: str | None = None,
+              **flat: Any) -> Settings:
+    spaces: dict[str, dict[str, Any]] = {"clip": {"model": model, "pretrained": pretrained},
+                                         "clap": {"model": clap_model}}
+    overrides: dict[str, Any] = {"store": store, "device": device, "spaces": spaces, **flat}
     return load_settings(config, overrides)
 
 
@@ -86,7 +83,7 @@ class _Bar:
 @app.command()
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="folders (recursive) and files to ingest")],
-    store: StoreOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None,
+    store: StoreOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None, clap_model: ClapOpt = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="items per forward pass")] = None,
     device: DeviceOpt = None,
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="batches in flight")] = None,
@@ -105,7 +102,7 @@ def ingest(
         from omnivec.sources import discover
         from omnivec.store import Store
 
-        s = _settings(config, store, model, pretrained, device, batch_size=batch_size, workers=workers,
+        s = _settings(config, store, model, pretrained, device, clap_model, batch_size=batch_size, workers=workers,
                       include=include or None, exclude=exclude or None, include_hidden=include_hidden)
         discover([str(p) for p in paths], s.include, s.exclude, s.include_hidden)  # fail fast, exit 2
         Store(s.store, create=True)
@@ -151,28 +148,29 @@ def _print_report(report: Any) -> None:
 def search(
     query: Annotated[str | None, typer.Argument(help="text to search for")] = None,
     image: Annotated[Path | None, typer.Option("--image", help="search with an image file instead")] = None,
+    audio: Annotated[Path | None, typer.Option("--audio", help="search with an audio file instead")] = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="number of results")] = 10,
-    modality: Annotated[str | None, typer.Option("--modality", help="only results of this modality: image | text")] = None,
-    space: Annotated[str, typer.Option("--space", help="space to search")] = "clip",
+    modality: Annotated[str | None, typer.Option("--modality", help="only results of this modality: image | text | audio")] = None,
+    space: Annotated[str | None, typer.Option("--space", help="space to search (default: clap for audio, else clip)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print results as a JSON list")] = False,
-    store: StoreOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None,
+    store: StoreOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None, clap_model: ClapOpt = None,
     device: DeviceOpt = None, config: ConfigOpt = None,
 ) -> None:
-    """Search the store with a text query or an image (no Prefect involved)."""
+    """Search the store with a text query, an image or an audio file (no Prefect involved)."""
 
     def body() -> Any:
         from omnivec.query import search as run_search
 
-        if query is None and image is None:
-            raise OmnivecError("give a text query or --image FILE")
-        s = _settings(config, store, model, pretrained, device)
-        return run_search(query, image=image, k=k, modality=modality, space=space, settings=s)
+        if sum(x is not None for x in (query, image, audio)) != 1:
+            raise OmnivecError("give one of: a text query, --image FILE, --audio FILE")
+        s = _settings(config, store, model, pretrained, device, clap_model)
+        return run_search(query, image=image, audio=audio, k=k, modality=modality, space=space, settings=s)
 
     hits = _guard(body)
     if as_json:
         print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False))
         return
-    _print_hits(hits, f"top {len(hits)} for {query!r}" if query else f"top {len(hits)} for {image}")
+    _print_hits(hits, f"top {len(hits)} for {query!r}" if query else f"top {len(hits)} for {image or audio}")
 
 
 def _print_hits(hits: list[Any], title: str) -> None:
@@ -180,7 +178,10 @@ def _print_hits(hits: list[Any], title: str) -> None:
     for col in ("#", "score", "modality", "uri", "match"):
         table.add_column(col, overflow="fold")
     for i, h in enumerate(hits, 1):
-        snippet = (h.text or "")[:60] + ("..." if h.text and len(h.text) > 60 else "")
+        if h.start_s is not None:
+            snippet = f"{h.start_s:.1f}-{h.end_s:.1f} s"
+        else:
+            snippet = (h.text or "")[:60] + ("..." if h.text and len(h.text) > 60 else "")
         table.add_row(str(i), f"{h.score:.4f}", h.modality, h.uri, snippet)
     out.print(table)
 
@@ -254,28 +255,32 @@ def sample_corpus(folder: Annotated[Path, typer.Argument(help="where to write th
 def demo(
     folder: Annotated[Path, typer.Option("--dir", help="where the corpus, model and store go")] = Path("omnivec-demo"),
     query: Annotated[str, typer.Option("--query", help="the search to run after ingesting")] = "a red circle",
+    audio_query: Annotated[str, typer.Option("--audio-query", help="a text search over the audio")] = "a pure sine tone",
     local: Annotated[bool, typer.Option("--local", help="run without Prefect")] = False,
 ) -> None:
-    """Build a sample corpus, ingest it through the Prefect flow, and run one search."""
+    """Build a sample corpus, ingest it through the Prefect flow, and run two searches."""
 
-    def body() -> Any:
+    def body() -> list[tuple[str, list[Any]]]:
         from omnivec.pipeline.spaces import load_spaces
         from omnivec.sample import build_sample_corpus
+        from omnivec.testing import make_tiny_clap, make_tiny_open_clip
 
         corpus = build_sample_corpus(folder / "corpus")
-        out.print(f"sample corpus: {corpus} (18 images, 6 texts)", highlight=False)
+        n_audio = len(list((corpus / "audio").iterdir()))
+        out.print(f"sample corpus: {corpus} (18 images, 6 texts, {n_audio} audio files)", highlight=False)
         s = load_settings(overrides={"store": str(folder / "store")})
-        clip = load_spaces(s)["clip"]
-        if clip.unavailable:
-            from omnivec.testing import make_tiny_open_clip
-
-            model_dir = make_tiny_open_clip(folder / "tiny-open-clip")
-            err.print("[yellow]The default clip model (ViT-B-32 / laion2b_s34b_b79k) is not available "
-                      "offline, so this demo uses a tiny randomly initialised model: the pipeline is real, "
-                      "the ranking is not meaningful.[/] Run once with network access (or pass "
-                      "--model local-dir:FOLDER to `omnivec ingest`) for real results.", highlight=False)
-            s = load_settings(overrides={"store": str(folder / "tiny-store"),
-                                         "spaces": {"clip": {"model": f"local-dir:{model_dir}"}}})
+        states = load_spaces(s)
+        tiny: dict[str, Any] = {}
+        if states["clip"].unavailable:
+            tiny["clip"] = {"model": f"local-dir:{make_tiny_open_clip(folder / 'tiny-open-clip')}"}
+        if states["clap"].unavailable:
+            tiny["clap"] = {"model": str(make_tiny_clap(folder / "tiny-clap"))}
+        if tiny:
+            err.print(f"[yellow]The default model of space(s) {', '.join(tiny)} is not available offline, so "
+                      "this demo uses tiny randomly initialised models there: the pipeline is real, their "
+                      "ranking is not meaningful.[/] Run once with network access (or pass --model / "
+                      "--clap-model to `omnivec ingest`) for real results.", highlight=False)
+            s = load_settings(overrides={"store": str(folder / "tiny-store"), "spaces": tiny})
         from omnivec.progress import set_reporter
 
         set_reporter(_Bar())
@@ -290,10 +295,12 @@ def demo(
         _print_report(report)
         from omnivec.query import search as run_search
 
-        return run_search(query, k=5, settings=s)
+        return [(f"top 5 for {query!r} (clip)", run_search(query, k=5, settings=s)),
+                (f"top 3 audio for {audio_query!r} (clap)",
+                 run_search(audio_query, k=3, modality="audio", settings=s))]
 
-    hits = _guard(body)
-    _print_hits(hits, f"top {len(hits)} for {query!r}")
+    for title, hits in _guard(body):
+        _print_hits(hits, title)
 
 
 def main() -> None:

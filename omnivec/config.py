@@ -45,10 +45,18 @@ class SpaceSettings(BaseModel):
     enabled: bool = True
     batch_size: int | None = Field(default=None, ge=1, description="overrides the global batch size")
     chunk_overlap: int = Field(default=8, ge=0, description="tokens shared by consecutive text chunks")
+    window_s: float | None = Field(default=None, gt=0, description="audio window (default: the model's)")
+    hop_s: float | None = Field(default=None, gt=0, description="audio hop (default: the window)")
+
+
+DEFAULT_CLAP_MODEL = "laion/clap-htsat-unfused"
 
 
 def default_spaces() -> dict[str, SpaceSettings]:
-    return {"clip": SpaceSettings()}
+    return {
+        "clip": SpaceSettings(),
+        "clap": SpaceSettings(encoder="clap", model=DEFAULT_CLAP_MODEL, pretrained=None),
+    }
 
 
 class Settings(BaseModel):

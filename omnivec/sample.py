@@ -1,9 +1,12 @@
-"""A small generated corpus: coloured shapes as images, short descriptions as text files."""
+"""A small generated corpus: coloured shapes as images, short texts, tones, noise and chirps."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (30, 60, 220),
@@ -35,8 +38,49 @@ def draw_shape(colour: str, shape: str, size: int = 224) -> Image.Image:
     return img
 
 
-def build_sample_corpus(folder: str | Path) -> Path:
-    """Write 18 JPEG/PNG shape images and 6 text files under ``folder``; returns it."""
+AUDIO_RATE = 22050
+
+
+def tone(freq: float, seconds: float, rate: int = AUDIO_RATE) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.4 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def chirp(f0: float, f1: float, seconds: float, rate: int = AUDIO_RATE) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    phase = 2 * np.pi * (f0 * t + (f1 - f0) * t**2 / (2 * seconds))
+    return (0.4 * np.sin(phase)).astype(np.float32)
+
+
+def noise(seconds: float, rate: int = AUDIO_RATE, seed: int = 0) -> np.ndarray:
+    return (0.2 * np.random.default_rng(seed).standard_normal(int(seconds * rate))).astype(np.float32)
+
+
+def write_sample_audio(folder: Path) -> list[Path]:
+    """Tones (wav), noise (flac), a chirp (ogg), a 12 s two-window file, and speech if espeak-ng exists."""
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {
+        "tone-440hz.wav": tone(440, 4), "tone-1000hz.wav": tone(1000, 3), "noise.flac": noise(5),
+        "chirp.ogg": chirp(200, 4000, 6), "tone-then-noise.wav": np.concatenate([tone(440, 6), noise(6)]),
+    }
+    out = []
+    for name, data in files.items():
+        sf.write(folder / name, data, AUDIO_RATE)
+        out.append(folder / name)
+    espeak = shutil.which("espeak-ng")
+    if espeak:
+        target = folder / "speech-hello.wav"
+        done = subprocess.run([espeak, "-w", str(target), "hello, this is a short spoken sentence"],
+                              capture_output=True, timeout=60)
+        if done.returncode == 0:
+            out.append(target)
+    return out
+
+
+def build_sample_corpus(folder: str | Path, audio: bool = True) -> Path:
+    """Write 18 JPEG/PNG shape images, 6 text files and (``audio``) 5-6 sound files under ``folder``."""
     root = Path(folder)
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "texts").mkdir(parents=True, exist_ok=True)
@@ -46,4 +90,6 @@ def build_sample_corpus(folder: str | Path) -> Path:
             draw_shape(colour, shape).save(root / "images" / f"{colour}-{shape}.{ext}")
     for name, text in TEXTS.items():
         (root / "texts" / name).write_text(text + "\n", encoding="utf-8")
+    if audio:
+        write_sample_audio(root / "audio")
     return root

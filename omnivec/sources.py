@@ -12,11 +12,13 @@ from omnivec.errors import SourceError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 TEXT_EXTENSIONS = frozenset({".txt", ".md", ".markdown"})
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus", ".webm"})
 MODALITY_BY_EXTENSION: dict[str, str] = {
     **{ext: "image" for ext in IMAGE_EXTENSIONS},
     **{ext: "text" for ext in TEXT_EXTENSIONS},
+    **{ext: "audio" for ext in AUDIO_EXTENSIONS},
 }
-MODALITIES = ("image", "text")
+MODALITIES = ("image", "text", "audio")
 
 
 def modality_for(path: str) -> str | None:
@@ -31,6 +33,15 @@ def item_id_for(uri: str) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str, block: int = 1 << 20) -> str:
+    """sha256 of a file read in blocks (memory does not grow with its size)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(block), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

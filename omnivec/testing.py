@@ -35,3 +35,55 @@ def make_tiny_open_clip(folder: str | Path, seed: int = 0) -> Path:
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / "open_clip_model.safetensors"))
     return folder
+
+
+TINY_CLAP_SENTENCES = [
+    "a dog barking in the park", "a cat meowing on the roof", "rain falling on a window",
+    "a pure sine tone", "white noise hiss", "a rising chirp", "people talking in a cafe",
+    "an engine running", "birds singing in the morning", "music with drums and guitar",
+]
+
+
+def make_tiny_clap(folder: str | Path, seed: int = 0) -> Path:
+    """Write a ``save_pretrained`` folder with a 32-d CLAP (tiny HTSAT + RoBERTa) and its processor.
+
+    The tokenizer is a byte-level BPE trained offline on a few sentences; the feature extractor is
+    the standard 48 kHz / 10 s / 64-mel one with ``rand_trunc`` truncation, as in
+    laion/clap-htsat-unfused.
+    """
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, RobertaTokenizerFast
+    from transformers.utils import logging as tlog
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tok_dir = folder / "_bpe"
+    tok_dir.mkdir(exist_ok=True)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(TINY_CLAP_SENTENCES * 5, vocab_size=400, min_frequency=1, show_progress=False,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.save_model(str(tok_dir))
+    tokenizer = RobertaTokenizerFast(vocab_file=str(tok_dir / "vocab.json"),
+                                     merges_file=str(tok_dir / "merges.txt"), model_max_length=77)
+    features = ClapFeatureExtractor(truncation="rand_trunc", padding="repeatpad")
+    config = ClapConfig(
+        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "intermediate_size": 37, "max_position_embeddings": 80},
+        audio_config={"spec_size": 256, "window_size": 8, "num_mel_bins": 64, "patch_size": 4,
+                      "patch_stride": (4, 4), "depths": [1, 1], "num_attention_heads": [2, 2],
+                      "patch_embeds_hidden_size": 16, "hidden_size": 32, "num_hidden_layers": 2},
+        projection_dim=32,
+    )
+    torch.manual_seed(seed)
+    model = ClapModel(config).eval()
+    tlog.disable_progress_bar()
+    try:
+        model.save_pretrained(folder)
+        ClapProcessor(feature_extractor=features, tokenizer=tokenizer).save_pretrained(folder)
+    finally:
+        tlog.enable_progress_bar()
+    for f in tok_dir.iterdir():
+        f.unlink()
+    tok_dir.rmdir()
+    return folder

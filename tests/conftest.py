@@ -34,9 +34,19 @@ def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_open_clip(tmp_path_factory.mktemp("tiny_clip"))
 
 
-def make_settings(store: Path, model_dir: Path, **extra: object) -> Settings:
+@pytest.fixture(scope="session")
+def tiny_clap_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from omnivec.testing import make_tiny_clap
+
+    return make_tiny_clap(tmp_path_factory.mktemp("tiny_clap"))
+
+
+def make_settings(store: Path, model_dir: Path, clap_dir: Path | None = None, **extra: object) -> Settings:
+    """clip on a tiny model; clap on a tiny model when ``clap_dir`` is given, else switched off."""
+    clap = {"model": str(clap_dir)} if clap_dir else {"enabled": False}
     return load_settings(
-        overrides={"store": str(store), "spaces": {"clip": {"model": f"local-dir:{model_dir}"}}, **extra},
+        overrides={"store": str(store), "spaces": {"clip": {"model": f"local-dir:{model_dir}"}, "clap": clap},
+                   **extra},
         env={},
     )
 
@@ -47,10 +57,17 @@ def settings(tmp_path: Path, tiny_clip_dir: Path) -> Settings:
 
 
 @pytest.fixture
+def av_settings(tmp_path: Path, tiny_clip_dir: Path, tiny_clap_dir: Path) -> Settings:
+    """Both joint spaces: clip (image, text) and clap (audio, text)."""
+    return make_settings(tmp_path / "store", tiny_clip_dir, tiny_clap_dir, batch_size=8)
+
+
+@pytest.fixture
 def corpus(tmp_path: Path) -> Path:
+    """18 images and 6 texts (no audio: the clip-only tests count on those numbers)."""
     from omnivec.sample import build_sample_corpus
 
-    return build_sample_corpus(tmp_path / "corpus")
+    return build_sample_corpus(tmp_path / "corpus", audio=False)
 
 
 @pytest.fixture(scope="session")

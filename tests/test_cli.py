@@ -22,10 +22,10 @@ def run(args: list[str], env: dict[str, str] | None = None, timeout: int = 300) 
 
 
 @pytest.fixture
-def cli_store(tmp_path, corpus, tiny_clip_dir):
+def cli_store(tmp_path, corpus, tiny_clip_dir, tiny_clap_dir):
     expected = write_bad_corpus(corpus / "bad")
     store = tmp_path / "store"
-    flags = ["--store", str(store), "--model", f"local-dir:{tiny_clip_dir}"]
+    flags = ["--store", str(store), "--model", f"local-dir:{tiny_clip_dir}", "--clap-model", str(tiny_clap_dir)]
     return store, flags, expected
 
 
@@ -55,7 +55,8 @@ def test_cli_ingest_through_prefect_then_query(prefect_harness, cli_store, corpu
 
     res = run(["status", "--store", str(store), "--json"])
     info = json.loads(res.stdout)
-    assert info["errors"] == len(expected) and info["spaces"][0]["vectors"] == 27
+    vectors = {sp["name"]: sp["vectors"] for sp in info["spaces"]}
+    assert info["errors"] == len(expected) and vectors == {"clip": 27, "clap": 7}  # clap: the 7 texts
     assert "prefect" not in res.stderr.lower()
 
     res = run(["errors", "--store", str(store), "--json"])
@@ -90,7 +91,7 @@ def test_cli_user_errors_exit_2_without_traceback(tmp_path, tiny_clip_dir):
 
 
 @pytest.mark.flow
-def test_cli_on_ephemeral_prefect_prints_nothing_alarming(tmp_path, tiny_clip_dir):
+def test_cli_on_ephemeral_prefect_prints_nothing_alarming(tmp_path, tiny_clip_dir, tiny_clap_dir):
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "a.txt").write_text("hello world")
@@ -98,7 +99,8 @@ def test_cli_on_ephemeral_prefect_prints_nothing_alarming(tmp_path, tiny_clip_di
     env.pop("PREFECT_SERVER_ANALYTICS_ENABLED", None)  # the CLI must turn analytics off itself
     env["COLUMNS"] = "200"
     res = subprocess.run([*OMNIVEC, "ingest", str(docs), "--store", str(tmp_path / "s"),
-                          "--model", f"local-dir:{tiny_clip_dir}"], capture_output=True, text=True,
+                          "--model", f"local-dir:{tiny_clip_dir}", "--clap-model", str(tiny_clap_dir)],
+                         capture_output=True, text=True,
                          cwd=ROOT, env=env, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "embedded 1, failed 0" in res.stdout

@@ -46,13 +46,15 @@ def test_defaults() -> None:
     assert s.device == "auto"
     assert s.include == [] and s.exclude == []
     assert s.include_hidden is False
-    assert set(s.spaces) == {"clip"}
+    assert set(s.spaces) == {"clip", "clap"}
     clip = s.spaces["clip"]
     assert clip.model == "ViT-B-32"
     assert clip.pretrained == "laion2b_s34b_b79k"
     assert clip.encoder == "open_clip"
     assert clip.enabled is True
-    assert set(s.enabled_spaces()) == {"clip"}
+    clap = s.spaces["clap"]
+    assert (clap.encoder, clap.model, clap.window_s, clap.hop_s) == ("clap", "laion/clap-htsat-unfused", None, None)
+    assert set(s.enabled_spaces()) == {"clip", "clap"}
     assert s.space_batch_size("clip") == 64
 
 
@@ -158,7 +160,7 @@ def test_env_booleans_and_numbers_are_parsed() -> None:
     assert s.workers == 4
     assert s.spaces["clip"].enabled is False
     assert s.spaces["clip"].batch_size == 8
-    assert s.enabled_spaces() == {}
+    assert set(s.enabled_spaces()) == {"clap"}
 
 
 def test_unrelated_env_variables_are_ignored() -> None:
@@ -180,7 +182,7 @@ def test_env_can_add_a_new_space() -> None:
     s = load_settings(env={"OMNIVEC_SPACES__SIGLIP__MODEL": "ViT-B-16-SigLIP"})
     assert s.spaces["siglip"].model == "ViT-B-16-SigLIP"
     assert s.spaces["siglip"].encoder == "open_clip"
-    assert set(s.enabled_spaces()) == {"clip", "siglip"}
+    assert set(s.enabled_spaces()) == {"clip", "clap", "siglip"}
 
 
 # --------------------------------------------------------------------------- overrides (flags)
@@ -241,7 +243,7 @@ model = "RN50"
     s = load_settings(config_file=write_toml(tmp_path, body), env={})
     assert "clip" in s.spaces
     assert s.spaces["clip"].enabled is False
-    assert set(s.enabled_spaces()) == {"other"}
+    assert set(s.enabled_spaces()) == {"clap", "other"}
 
 
 def test_new_space_table_gets_space_defaults(tmp_path: Path) -> None:

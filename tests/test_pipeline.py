@@ -54,7 +54,7 @@ def test_search_equals_numpy_brute_force(settings, corpus):
         q = rng.normal(size=matrix.shape[1]).astype(np.float32)
         q /= np.linalg.norm(q)
         expected = [rows[i]["vector_id"] for i in np.argsort(-(matrix @ q))[:5]]
-        got = search_vector(store, "clip", q, k=5)
+        got = search_vector(store, "clip", q, k=5, per_file=False)
         assert [f"{h.item_id}:{h.segment}" for h in got] == expected
         scores = [h.score for h in got]
         np.testing.assert_allclose(scores, np.sort(matrix @ q)[::-1][:5], atol=1e-5)

@@ -6,7 +6,7 @@ import hashlib
 import json
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -19,9 +19,11 @@ from omnivec.config import SpaceSettings
 class Segment:
     """One piece of an item that gets one vector: a whole image, a text chunk (later: an audio window)."""
 
-    payload: Any  # prepared input that `embed` consumes (a tensor, a string...)
+    payload: Any  # prepared input that `embed` consumes (a tensor, a string, samples...)
     char_start: int | None = None
     char_end: int | None = None
+    start_s: float | None = None  # audio windows: seconds in the file
+    end_s: float | None = None
 
 
 def space_id_for(recipe: dict[str, Any]) -> str:
@@ -77,8 +79,9 @@ class Encoder(ABC):
         return space_id_for(self.recipe)
 
     @abstractmethod
-    def segments(self, modality: str, content: Any) -> list[Segment]:
-        """Split and preprocess one decoded item into the segments that get vectors."""
+    def segments(self, modality: str, content: Any) -> Iterable[Segment]:
+        """Split and preprocess one decoded item into the segments that get vectors (may be lazy:
+        audio windows are decoded as they are pulled)."""
 
     @abstractmethod
     def _forward(self, modality: str, payloads: Sequence[Any]) -> np.ndarray:
@@ -96,7 +99,7 @@ class Encoder(ABC):
 
     def embed_query(self, modality: str, content: Any) -> np.ndarray:
         """One vector for a query: the re-normalised mean of its segments' vectors."""
-        segs = self.segments(modality, content)
+        segs = list(self.segments(modality, content))
         if not segs:
             raise ValueError("the query is empty")
         vecs = self.embed(modality, [s.payload for s in segs])

@@ -73,9 +73,11 @@ def vectors_schema(dimension: int, metadata: dict[str, str] | None = None) -> pa
         pa.field("modality", pa.string(), nullable=False),
         pa.field("content_hash", pa.string()),
         pa.field("space_id", pa.string()),
-        pa.field("segment", pa.int32()),
+        pa.field("segment", pa.int32()),  # -1: the file's pooled vector (audio)
         pa.field("char_start", pa.int32()),  # text chunks: offsets in the decoded text
         pa.field("char_end", pa.int32()),
+        pa.field("start_s", pa.float32()),  # audio windows: seconds in the file
+        pa.field("end_s", pa.float32()),
         pa.field("text", pa.string()),  # text chunks: the chunk itself, for display
         pa.field("vector", pa.list_(pa.float32(), dimension)),
         pa.field("run_id", pa.string()),

@@ -137,7 +137,7 @@ class Store:
         builder = tbl.merge_insert(key).when_matched_update_all().when_not_matched_insert_all()
         if replace_where:
             builder = builder.when_not_matched_by_source_delete(replace_where)
-        result = builder.execute(rows.cast(tbl.schema))
+        result = builder.execute(rows.select(tbl.schema.names).cast(tbl.schema))
         return int(result.version)
 
     def delete(self, name: str, where: str) -> None:
@@ -170,9 +170,13 @@ class Store:
         """The space's vector table, created with the recipe in its schema metadata."""
         table_name = vectors_table_name(name)
         tbl = self.table(table_name)
+        want = vectors_schema(dimension)
         if tbl is None:
             meta = {RECIPE_KEY: json.dumps(recipe, sort_keys=True), SPACE_ID_KEY: space_id}
-            tbl = self.ensure(table_name, vectors_schema(dimension, meta), "vector_id")
+            return self.ensure(table_name, vectors_schema(dimension, meta), "vector_id")
+        missing = [f for f in want if f.name not in tbl.schema.names]
+        if missing:  # a store written by an older omnivec: add the new (nullable) columns
+            tbl.add_columns(pa.schema(missing))
         return tbl
 
     def embedded_hashes(self, name: str) -> dict[str, str]:

@@ -1,0 +1,190 @@
+"""Audio: open, stream-decode, downmix, resample and cut into fixed windows.
+
+Memory does not grow with duration: files are read in blocks, resampled with a streaming soxr
+resampler, and windows are yielded one at a time. Windows are deterministic: window ``k`` starts at
+``k * hop`` seconds; the last partial window is zero-padded, never dropped, and a window is only
+emitted while the previous one did not reach the end of the file. The same file gives the same
+windows, sample for sample, on every run.
+
+wav, flac, ogg and mp3 are read with soundfile (libsndfile); m4a, aac, opus and webm (and anything
+libsndfile refuses) with PyAV.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from omnivec.errors import DecodeError
+from omnivec.media import sniff
+
+SOUNDFILE_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3"})
+BLOCK_SECONDS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class AudioInfo:
+    path: str
+    sample_rate: int
+    channels: int
+    frames: int | None  # None when the container does not say
+    backend: str  # soundfile | pyav
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.frames is None else self.frames / self.sample_rate
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    start_s: float
+    end_s: float  # end of real audio in this window (< start + window for a padded last window)
+    samples: np.ndarray  # float32 mono at the target rate, exactly window length
+
+
+def _check_content(path: str) -> None:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        raise DecodeError(f"cannot read the file: {exc.strerror or exc}", stage="read") from None
+    if not head:
+        raise DecodeError("file is empty (0 bytes)", stage="read")
+    kind = sniff(head)
+    if kind is not None and not kind.endswith(("audio", "media")) and kind not in ("RIFF data",):
+        raise DecodeError(f"content is {kind}, not audio (wrong extension?)")
+
+
+def probe(path: str) -> AudioInfo:
+    """Open the file's header; raises DecodeError with a readable reason if it is not audio."""
+    _check_content(path)
+    ext = os.path.splitext(path)[1].lower()
+    sf_error: str | None = None
+    if ext in SOUNDFILE_EXTENSIONS:
+        import soundfile as sf
+
+        try:
+            info = sf.info(path)
+            if info.samplerate <= 0 or info.channels <= 0:
+                raise DecodeError(f"invalid header: {info.samplerate} Hz, {info.channels} channels")
+            return AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames), "soundfile")
+        except (RuntimeError, sf.LibsndfileError) as exc:
+            sf_error = str(exc)
+    info_av = _probe_av(path, sf_error)
+    return info_av
+
+
+def _probe_av(path: str, sf_error: str | None) -> AudioInfo:
+    import av
+
+    try:
+        with av.open(path) as container:
+            if not container.streams.audio:
+                raise DecodeError("the file has no audio stream")
+            st: Any = container.streams.audio[0]
+            rate = int(st.codec_context.sample_rate or st.rate or 0)
+            channels = int(st.codec_context.channels or 0)
+            frames = None
+            if st.duration is not None and st.time_base is not None and rate:
+                frames = int(round(float(st.duration * st.time_base) * rate))
+            if rate <= 0 or channels <= 0:
+                raise DecodeError(f"invalid audio stream: {rate} Hz, {channels} channels")
+            return AudioInfo(path, rate, channels, frames, "pyav")
+    except DecodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any container error means "not decodable"
+        detail = sf_error or f"{type(exc).__name__}: {exc}"
+        raise DecodeError(f"not a decodable audio file (corrupt header or wrong extension?): {detail}") from None
+
+
+def _blocks_soundfile(info: AudioInfo) -> Iterator[np.ndarray]:
+    import soundfile as sf
+
+    block = max(1, int(info.sample_rate * BLOCK_SECONDS))
+    try:
+        with sf.SoundFile(info.path) as f:
+            while True:
+                data = f.read(block, dtype="float32", always_2d=True)
+                if data.shape[0] == 0:
+                    return
+                yield data
+    except (RuntimeError, sf.LibsndfileError) as exc:
+        raise DecodeError(f"corrupt audio data: {exc}") from None
+
+
+def _blocks_av(info: AudioInfo) -> Iterator[np.ndarray]:
+    import av
+
+    try:
+        with av.open(info.path) as container:
+            resampler = av.AudioResampler(format="flt", layout=None, rate=None)
+            frame: Any
+            for frame in container.decode(audio=0):
+                for out in resampler.resample(frame):
+                    arr = out.to_ndarray()  # packed float: (1, samples * channels)
+                    yield arr.reshape(-1, len(out.layout.channels)).astype(np.float32, copy=False)
+    except DecodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise DecodeError(f"corrupt audio data: {type(exc).__name__}: {exc}") from None
+
+
+def iter_mono(info: AudioInfo, target_rate: int) -> Iterator[np.ndarray]:
+    """float32 mono blocks at ``target_rate``; non-finite samples raise DecodeError."""
+    import soxr
+
+    blocks = _blocks_soundfile(info) if info.backend == "soundfile" else _blocks_av(info)
+    resampler = None if info.sample_rate == target_rate else soxr.ResampleStream(
+        info.sample_rate, target_rate, 1, dtype="float32", quality="HQ")
+    seen = 0
+    for block in blocks:
+        mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+        bad = int(np.count_nonzero(~np.isfinite(mono)))
+        if bad:
+            raise DecodeError(f"{bad} non-finite samples (NaN/inf) near {seen / info.sample_rate:.1f} s: "
+                              "the file is corrupt")
+        seen += mono.shape[0]
+        mono = np.clip(mono, -1.0, 1.0)
+        out = mono if resampler is None else resampler.resample_chunk(mono, last=False)
+        if out.size:
+            yield np.ascontiguousarray(out, dtype=np.float32)
+    if resampler is not None:
+        tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+        if tail.size:
+            yield np.ascontiguousarray(tail, dtype=np.float32)
+    if seen == 0:
+        raise DecodeError("the file holds no audio samples")
+
+
+def iter_windows(info: AudioInfo, target_rate: int, window_s: float, hop_s: float) -> Iterator[Window]:
+    """Fixed windows over the whole file (see the module docstring for the rule)."""
+    win = int(round(window_s * target_rate))
+    hop = int(round(hop_s * target_rate))
+    if win <= 0 or hop <= 0 or hop > win:
+        raise ValueError("window and hop must be positive, and hop <= window (every sample is covered)")
+    buf = np.zeros(0, dtype=np.float32)
+    start = 0  # sample index of buf[0]
+    emitted_end = 0  # end (in samples) of real audio covered by emitted windows
+    for block in iter_mono(info, target_rate):
+        buf = np.concatenate([buf, block]) if buf.size else block
+        while buf.size >= win:
+            yield Window(start / target_rate, (start + win) / target_rate, buf[:win].copy())
+            emitted_end = start + win
+            buf = buf[hop:]
+            start += hop
+    total = start + buf.size
+    if total > emitted_end and buf.size:  # the tail no full window covered: pad it
+        padded = np.zeros(win, dtype=np.float32)
+        padded[: buf.size] = buf
+        yield Window(start / target_rate, total / target_rate, padded)
+
+
+def decode_all(path: str, target_rate: int) -> np.ndarray:
+    """The whole file as one mono array (queries and tests only: memory grows with duration)."""
+    info = probe(path)
+    parts = list(iter_mono(info, target_rate))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
