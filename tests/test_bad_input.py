@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from fixtures.bad_files import write_bad_corpus
-
 from omnivec.pipeline.run import ingest
 from omnivec.store import Store
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from fixtures.bad_files import write_bad_corpus
 
 OMNIVEC = [sys.executable, "-m", "flows.cli"]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from fixtures.bad_files import write_bad_corpus
 
+from fixtures.bad_files import write_bad_corpus
 from omnivec.store import Store
 
 pytestmark = pytest.mark.flow

@@ -10,9 +10,9 @@ import numpy as np
 import open_clip
 import pytest
 import torch
-from conftest import make_settings
 from PIL import Image
 
+from conftest import make_settings
 from omnivec.pipeline.run import ingest
 from omnivec.query import search, search_vector
 from omnivec.store import Store
