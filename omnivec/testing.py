@@ -44,9 +44,11 @@ TINY_CLAP_SENTENCES = [
 ]
 
 
-def make_tiny_clap(folder: str | Path, seed: int = 0) -> Path:
-    """Write a ``save_pretrained`` folder with a 32-d CLAP (tiny HTSAT + RoBERTa) and its processor.
+def make_tiny_clap(folder: str | Path, seed: int = 0, size: str = "tiny") -> Path:
+    """Write a ``save_pretrained`` folder with a randomly initialised CLAP and its processor.
 
+    ``size="tiny"``: 32-d (tiny HTSAT + 1-layer RoBERTa); ``size="default"``: the architecture of
+    laion/clap-htsat-unfused (transformers' default ``ClapConfig``), for speed measurements.
     The tokenizer is a byte-level BPE trained offline on a few sentences; the feature extractor is
     the standard 48 kHz / 10 s / 64-mel one with ``rand_trunc`` truncation, as in
     laion/clap-htsat-unfused.
@@ -67,14 +69,19 @@ def make_tiny_clap(folder: str | Path, seed: int = 0) -> Path:
     tokenizer = RobertaTokenizerFast(vocab_file=str(tok_dir / "vocab.json"),
                                      merges_file=str(tok_dir / "merges.txt"), model_max_length=77)
     features = ClapFeatureExtractor(truncation="rand_trunc", padding="repeatpad")
-    config = ClapConfig(
-        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "num_hidden_layers": 1,
-                     "num_attention_heads": 2, "intermediate_size": 37, "max_position_embeddings": 80},
-        audio_config={"spec_size": 256, "window_size": 8, "num_mel_bins": 64, "patch_size": 4,
-                      "patch_stride": (4, 4), "depths": [1, 1], "num_attention_heads": [2, 2],
-                      "patch_embeds_hidden_size": 16, "hidden_size": 32, "num_hidden_layers": 2},
-        projection_dim=32,
-    )
+    if size == "tiny":
+        config = ClapConfig(
+            text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "num_hidden_layers": 1,
+                         "num_attention_heads": 2, "intermediate_size": 37, "max_position_embeddings": 80},
+            audio_config={"spec_size": 256, "window_size": 8, "num_mel_bins": 64, "patch_size": 4,
+                          "patch_stride": (4, 4), "depths": [1, 1], "num_attention_heads": [2, 2],
+                          "patch_embeds_hidden_size": 16, "hidden_size": 32, "num_hidden_layers": 2},
+            projection_dim=32,
+        )
+    elif size == "default":
+        config = ClapConfig(text_config={"vocab_size": len(tokenizer)})
+    else:
+        raise ValueError(f"size must be 'tiny' or 'default', not {size!r}")
     torch.manual_seed(seed)
     model = ClapModel(config).eval()
     tlog.disable_progress_bar()

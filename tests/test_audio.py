@@ -168,3 +168,29 @@ def test_audio_search_by_text_and_by_file(av_settings, tmp_path):
     same = search(audio=root / "a.wav", k=1, settings=av_settings)
     assert same[0].uri == str(root / "a.wav") and same[0].score == pytest.approx(1.0, abs=1e-4)
     assert (same[0].start_s, same[0].end_s) == (0.0, 4.0)
+
+
+def test_cli_audio_search_json_carries_window_offsets(av_settings, tmp_path, tiny_clip_dir, tiny_clap_dir):
+    import json
+    import subprocess
+    import sys
+
+    root = tmp_path / "cli"
+    root.mkdir()
+    sf.write(root / "long.wav", sine(14, 16000, 440), 16000)
+    flags = ["--store", str(tmp_path / "cli-store"), "--model", f"local-dir:{tiny_clip_dir}",
+             "--clap-model", str(tiny_clap_dir)]
+    cli = [sys.executable, "-m", "flows.cli"]
+    cwd = Path(__file__).resolve().parents[1]
+    done = subprocess.run([*cli, "ingest", str(root), *flags, "--local", "--json"], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+    assert done.returncode == 0, done.stderr
+    res = subprocess.run([*cli, "search", "a dog barking", "--modality", "audio", "--json", *flags],
+                         capture_output=True, text=True, cwd=cwd, timeout=300)
+    hits = json.loads(res.stdout)
+    assert len(hits) == 1 and hits[0]["space"] == "clap"
+    assert (hits[0]["start_s"], hits[0]["end_s"]) in {(0.0, 10.0), (10.0, 14.0)}
+    res = subprocess.run([*cli, "search", "--audio", str(root / "long.wav"), "--json", *flags],
+                         capture_output=True, text=True, cwd=cwd, timeout=300)
+    hit = json.loads(res.stdout)[0]
+    assert hit["uri"] == str(root / "long.wav") and {"start_s", "end_s", "score"} <= set(hit)
