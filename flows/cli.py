@@ -28,14 +28,15 @@ StoreOpt = Annotated[str | None, typer.Option("--store", help="store folder [env
 ModelOpt = Annotated[str | None, typer.Option("--model", help="clip space model: open_clip name, hf-hub:org/name or local-dir:/path")]
 PretrainedOpt = Annotated[str | None, typer.Option("--pretrained", help="clip space weights: pretrained tag or checkpoint path ('none' = random init)")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | mps")]
+TextOpt = Annotated[str | None, typer.Option("--text-model", help="text space model: sentence-transformers id or folder")]
 ClapOpt = Annotated[str | None, typer.Option("--clap-model", help="clap space model: Hugging Face id or a save_pretrained folder")]
 
 
 def _settings(config: Path | None, store: str | None = None, model: str | None = None,
               pretrained: str | None = None, device: str | None = None, clap_model: str | None = None,
-              **flat: Any) -> Settings:
+              text_model: str | None = None, **flat: Any) -> Settings:
     spaces: dict[str, dict[str, Any]] = {"clip": {"model": model, "pretrained": pretrained},
-                                         "clap": {"model": clap_model}}
+                                         "clap": {"model": clap_model}, "text": {"model": text_model}}
     overrides: dict[str, Any] = {"store": store, "device": device, "spaces": spaces, **flat}
     return load_settings(config, overrides)
 
@@ -84,6 +85,7 @@ class _Bar:
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="folders (recursive) and files to ingest")],
     store: StoreOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None, clap_model: ClapOpt = None,
+    text_model: TextOpt = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="items per forward pass")] = None,
     device: DeviceOpt = None,
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="batches in flight")] = None,
@@ -102,7 +104,7 @@ def ingest(
         from omnivec.sources import discover
         from omnivec.store import Store
 
-        s = _settings(config, store, model, pretrained, device, clap_model, batch_size=batch_size, workers=workers,
+        s = _settings(config, store, model, pretrained, device, clap_model, text_model, batch_size=batch_size, workers=workers,
                       include=include or None, exclude=exclude or None, include_hidden=include_hidden)
         discover([str(p) for p in paths], s.include, s.exclude, s.include_hidden)  # fail fast, exit 2
         Store(s.store, create=True)
@@ -152,9 +154,12 @@ def search(
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="number of results")] = 10,
     modality: Annotated[str | None, typer.Option("--modality", help="only results of this modality: image | text | audio")] = None,
     space: Annotated[str | None, typer.Option("--space", help="space to search (default: clap for audio, else clip)")] = None,
+    where: Annotated[list[str] | None, typer.Option("--where", help="filter (repeatable): modality=M, uri=GLOB, after=ISO, before=ISO, run=NAME")] = None,
+    hybrid: Annotated[bool, typer.Option("--hybrid", help="also rank text chunks by full-text (BM25) search and fuse")] = False,
+    assets: Annotated[bool, typer.Option("--assets", help="return assets (grouped files) by their fused vectors")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print results as a JSON list")] = False,
     store: StoreOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None, clap_model: ClapOpt = None,
-    device: DeviceOpt = None, config: ConfigOpt = None,
+    text_model: TextOpt = None, device: DeviceOpt = None, config: ConfigOpt = None,
 ) -> None:
     """Search the store with a text query, an image or an audio file (no Prefect involved)."""
 
@@ -163,26 +168,48 @@ def search(
 
         if sum(x is not None for x in (query, image, audio)) != 1:
             raise OmnivecError("give one of: a text query, --image FILE, --audio FILE")
-        s = _settings(config, store, model, pretrained, device, clap_model)
-        return run_search(query, image=image, audio=audio, k=k, modality=modality, space=space, settings=s)
+        s = _settings(config, store, model, pretrained, device, clap_model, text_model)
+        if assets:
+            from omnivec.query_assets import search_assets
+
+            if where or hybrid or modality:
+                raise OmnivecError("--assets takes no --where, --hybrid or --modality")
+            return search_assets(query, image=image, audio=audio, k=k, space=space, settings=s)
+        return run_search(query, image=image, audio=audio, k=k, modality=modality, space=space, where=where,
+                          hybrid=hybrid, settings=s)
 
     hits = _guard(body)
     if as_json:
         print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False))
         return
-    _print_hits(hits, f"top {len(hits)} for {query!r}" if query else f"top {len(hits)} for {image or audio}")
+    title = f"top {len(hits)} for {query!r}" if query else f"top {len(hits)} for {image or audio}"
+    if assets:
+        _print_assets(hits, title)
+    else:
+        _print_hits(hits, title)
+
+
+def _print_assets(hits: list[Any], title: str) -> None:
+    table = Table(title=title)
+    for col in ("#", "score", "asset", "members", "ranks"):
+        table.add_column(col, overflow="fold")
+    for i, h in enumerate(hits, 1):
+        members = "\n".join(f"{m['modality']}: {m['uri']}" for m in h.members)
+        table.add_row(str(i), f"{h.score:.4f}", h.key, members, ", ".join(f"{n}#{r}" for n, r in h.ranks.items()))
+    out.print(table)
 
 
 def _print_hits(hits: list[Any], title: str) -> None:
     table = Table(title=title)
-    for col in ("#", "score", "modality", "uri", "match"):
+    for col in ("#", "score", "modality", "uri", "match", "ranks"):
         table.add_column(col, overflow="fold")
     for i, h in enumerate(hits, 1):
         if h.start_s is not None:
             snippet = f"{h.start_s:.1f}-{h.end_s:.1f} s"
         else:
             snippet = (h.text or "")[:60] + ("..." if h.text and len(h.text) > 60 else "")
-        table.add_row(str(i), f"{h.score:.4f}", h.modality, h.uri, snippet)
+        table.add_row(str(i), f"{h.score:.4f}", h.modality, h.uri, snippet,
+                      ", ".join(f"{n}#{r}" for n, r in h.ranks.items()))
     out.print(table)
 
 

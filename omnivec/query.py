@@ -1,31 +1,41 @@
-"""Encode a query with the space it searches, and search that space's vector table."""
+"""Encode a query with every space that can take it, search each, and fuse the ranked lists.
+
+A text query goes to every enabled space that embeds text (clip, clap, text), an image query to the
+spaces that embed images (clip), an audio query to those that embed audio (clap). Each space's
+per-file ranking (and, with ``hybrid``, a full-text ranking over text chunks) is fused with
+reciprocal rank fusion. With a single ranked list, scores are cosine similarities; fused, they are
+RRF scores and each hit lists its rank in every list that found it.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from omnivec.config import Settings, load_settings
-from omnivec.encoders import load_encoder
+from omnivec.encoders import encoder_class, load_encoder
 from omnivec.errors import DecodeError, OmnivecError, SpaceMismatchError
+from omnivec.filters import parse_filters, to_sql
+from omnivec.fusion import rrf
 from omnivec.media import decode_image, read_file
 from omnivec.store.schema import vectors_table_name
 from omnivec.store.store import RECIPE_KEY, SPACE_ID_KEY, Store
 
 MODALITY_FILTERS = ("image", "text", "audio")
-DEFAULT_SPACE = {"audio": "clap", "image": "clip", "text": "clip", None: "clip"}
+FTS_COLUMN = "text"
+_COLS = ["item_id", "uri", "modality", "segment", "char_start", "char_end", "start_s", "end_s", "text"]
 
 
 @dataclass(frozen=True, slots=True)
 class Hit:
     uri: str
     modality: str
-    score: float  # cosine similarity, 1.0 = same direction
-    space: str
+    score: float  # cosine similarity for one ranked list; the RRF score when lists are fused
+    space: str  # the space (or "fts:<space>") that ranked this file best
     item_id: str
     segment: int  # the best-matching chunk or window of the file
     char_start: int | None = None
@@ -33,14 +43,15 @@ class Hit:
     start_s: float | None = None
     end_s: float | None = None
     text: str | None = None
+    ranks: dict[str, int] = field(default_factory=dict)  # list -> 1-based rank there
+    scores: dict[str, float] = field(default_factory=dict)  # list -> cosine (or BM25 for fts)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def _table_identity(store: Store, space: str) -> tuple[Any, str, dict[str, Any]]:
-    name = vectors_table_name(space)
-    tbl = store.table(name)
+    tbl = store.table(vectors_table_name(space))
     if tbl is None:
         have = [t[len("vectors_"):] for t in store.table_names() if t.startswith("vectors_")]
         raise OmnivecError(f"store {store.uri} has no vectors for space {space!r}",
@@ -51,58 +62,161 @@ def _table_identity(store: Store, space: str) -> tuple[Any, str, dict[str, Any]]
         meta.get(RECIPE_KEY.encode(), b"{}").decode())
 
 
-def search_vector(store: Store, space: str, vector: np.ndarray, k: int = 10, modality: str | None = None,
-                  per_file: bool = True) -> list[Hit]:
-    """Exact cosine top-k over a space's chunks and windows (optionally one result modality).
-
-    With ``per_file`` (default) each file appears once, with its best-matching segment.
-    """
+def _where(modality: str | None, extra: str | None) -> str:
     if modality is not None and modality not in MODALITY_FILTERS:
         raise OmnivecError(f"unknown modality {modality!r}; use one of {', '.join(MODALITY_FILTERS)}")
-    tbl, _, _ = _table_identity(store, space)
-    where = "segment >= 0" + (f" AND modality = '{modality}'" if modality else "")
-    cols = ["item_id", "uri", "modality", "segment", "char_start", "char_end", "start_s", "end_s", "text",
-            "_distance"]
+    parts = ["segment >= 0"]
+    if modality:
+        parts.append(f"modality = '{modality}'")
+    if extra:
+        parts.append(f"({extra})")
+    return " AND ".join(parts)
+
+
+def _per_file(rows: list[dict[str, Any]], k: int, per_file: bool) -> list[dict[str, Any]]:
+    best: dict[str, dict[str, Any]] = {}
+    for r in rows:  # rows come best first
+        key = r["item_id"] if per_file else f"{r['item_id']}:{r['segment']}"
+        best.setdefault(key, r)
+    return list(best.values())[:k]
+
+
+def _ranked(run: Any, k: int, per_file: bool) -> list[dict[str, Any]]:
+    """Run a LanceDB query at growing depth until ``k`` distinct files are found (or rows run out)."""
     fetch = k
     while True:
-        q = tbl.search(np.asarray(vector, dtype=np.float32)).distance_type("cosine")
-        rows = q.where(where, prefilter=True).select(cols).limit(fetch).to_list()
-        hits: dict[str, dict[str, Any]] = {}
-        for r in rows:  # rows come best first
-            if not per_file or r["item_id"] not in hits:
-                hits[r["item_id"] if per_file else f"{r['item_id']}:{r['segment']}"] = r
+        rows = run(fetch)
+        hits = _per_file(rows, k, per_file)
         if len(hits) >= k or len(rows) < fetch:
-            break
-        fetch *= 4  # many segments of the same files: look deeper
-    return [Hit(uri=r["uri"], modality=r["modality"], score=float(1.0 - r["_distance"]), space=space,
-                item_id=r["item_id"], segment=int(r["segment"]), char_start=r["char_start"],
-                char_end=r["char_end"], start_s=_round(r["start_s"]), end_s=_round(r["end_s"]), text=r["text"])
-            for r in list(hits.values())[:k]]
+            return hits
+        fetch *= 4
+
+
+def search_vector(store: Store, space: str, vector: np.ndarray, k: int = 10, modality: str | None = None,
+                  per_file: bool = True, where_sql: str | None = None) -> list[Hit]:
+    """Exact cosine top-k over one space's chunks and windows (each file once, by its best segment)."""
+    tbl, _, _ = _table_identity(store, space)
+    where = _where(modality, where_sql)
+    vec = np.asarray(vector, dtype=np.float32)
+
+    def run(n: int) -> list[dict[str, Any]]:
+        q = tbl.search(vec).distance_type("cosine").where(where, prefilter=True)
+        return q.select([*_COLS, "_distance"]).limit(n).to_list()
+
+    return [_hit(r, space, float(1.0 - r["_distance"])) for r in _ranked(run, k, per_file)]
+
+
+def search_text_index(store: Store, space: str, query: str, k: int = 10, modality: str | None = None,
+                      where_sql: str | None = None) -> list[Hit]:
+    """BM25 full-text search over a space's text chunks (needs its full-text index)."""
+    tbl, _, _ = _table_identity(store, space)
+    where = _where(modality, where_sql)
+
+    def run(n: int) -> list[dict[str, Any]]:
+        q = tbl.search(query, query_type="fts", fts_columns=FTS_COLUMN).where(where, prefilter=True)
+        return q.select([*_COLS, "_score"]).limit(n).to_list()
+
+    try:
+        return [_hit(r, f"fts:{space}", float(r["_score"])) for r in _ranked(run, k, True)]
+    except Exception as exc:  # noqa: BLE001 - no index yet is a user-facing condition
+        if "index" in str(exc).lower():
+            raise OmnivecError(f"space {space!r} has no full-text index yet",
+                               ["run `omnivec ingest` once more (it builds the index after writing text)"]) from None
+        raise
+
+
+def _hit(r: dict[str, Any], source: str, score: float) -> Hit:
+    return Hit(uri=r["uri"], modality=r["modality"], score=score, space=source, item_id=r["item_id"],
+               segment=int(r["segment"]), char_start=r["char_start"], char_end=r["char_end"],
+               start_s=_round(r["start_s"]), end_s=_round(r["end_s"]), text=r["text"],
+               ranks={source: 0}, scores={source: score})
 
 
 def _round(x: float | None) -> float | None:
     return None if x is None else round(float(x), 3)
 
 
+def fuse(lists: dict[str, list[Hit]], k: int) -> list[Hit]:
+    """Reciprocal rank fusion of per-list hits (one entry per file in each list)."""
+    nonempty = {name: hits for name, hits in lists.items() if hits}
+    if len(nonempty) <= 1:
+        hits = next(iter(nonempty.values()), [])
+        return [_with_ranks(h, {h.space: i}, {h.space: h.score}, h.score) for i, h in enumerate(hits[:k], 1)]
+    by_list = {name: {h.item_id: h for h in hits} for name, hits in nonempty.items()}
+    out = []
+    for item_id, score, ranks in rrf({n: [h.item_id for h in hits] for n, hits in nonempty.items()})[:k]:
+        best_list = min(ranks, key=lambda n: (ranks[n], n))
+        base = by_list[best_list][item_id]
+        scores = {n: by_list[n][item_id].score for n in ranks}
+        out.append(_with_ranks(base, dict(ranks), scores, score))
+    return out
+
+
+def _with_ranks(h: Hit, ranks: dict[str, int], scores: dict[str, float], score: float) -> Hit:
+    d = asdict(h)
+    d.update(ranks=ranks, scores=scores, score=score)
+    return Hit(**d)
+
+
+def searchable_spaces(settings: Settings, store: Store, query_modality: str, result_modality: str | None) -> list[str]:
+    names = set(store.table_names())
+    out = []
+    for name, cfg in settings.enabled_spaces().items():
+        mods = encoder_class(cfg.encoder).modalities
+        if query_modality in mods and (result_modality is None or result_modality in mods) \
+                and vectors_table_name(name) in names:
+            out.append(name)
+    return out
+
+
 def search(query: str | None = None, *, image: str | os.PathLike[str] | None = None,
            audio: str | os.PathLike[str] | None = None, k: int = 10, modality: str | None = None,
-           space: str | None = None, settings: Settings | None = None, store: str | None = None,
-           per_file: bool = True) -> list[Hit]:
+           space: str | None = None, where: list[str] | None = None, hybrid: bool = False,
+           settings: Settings | None = None, store: str | None = None, per_file: bool = True) -> list[Hit]:
     """Search the store with a text query, an image file or an audio file. Usable without Prefect::
 
         from omnivec import search
         hits = search("a red circle", k=5, store="./omnivec-data")
+        hits = search("a dog barking", modality="audio", where=["uri=*/field-recordings/*"])
 
-    The space defaults to ``clap`` for audio (a query file or ``modality="audio"``) and ``clip``
-    otherwise.
+    ``space`` restricts the search to one space; ``where`` takes filters such as ``modality=image``,
+    ``uri=GLOB``, ``after=ISO``, ``before=ISO``, ``run=RUN_NAME``; ``hybrid`` adds BM25 full-text
+    ranking over text chunks to the fusion.
     """
     if sum(x is not None for x in (query, image, audio)) != 1:
         raise OmnivecError("give exactly one of: a text query, an image file, an audio file")
+    if query is not None and not query.strip():
+        raise OmnivecError("the query is empty")
     settings = settings or load_settings(overrides={"store": store} if store else None)
-    space = space or DEFAULT_SPACE["audio" if audio is not None else "image" if image is not None else modality]
-    if space not in settings.spaces:
-        raise OmnivecError(f"space {space!r} is not configured; configured: {', '.join(settings.spaces)}")
     st = Store(store or settings.store)
+    query_modality = "audio" if audio is not None else "image" if image is not None else "text"
+    if modality is not None and modality not in MODALITY_FILTERS:
+        raise OmnivecError(f"unknown modality {modality!r}; use one of {', '.join(MODALITY_FILTERS)}")
+    if space is not None:
+        if space not in settings.spaces:
+            raise OmnivecError(f"space {space!r} is not configured; configured: {', '.join(settings.spaces)}")
+        spaces = [space]
+    else:
+        spaces = searchable_spaces(settings, st, query_modality, modality)
+        if not spaces:
+            raise OmnivecError(f"no space in store {st.uri} can answer a {query_modality} query"
+                               + (f" for {modality} results" if modality else ""),
+                               ["ingest files first: omnivec ingest PATH", "check which spaces are enabled"])
+    runs = st.read("runs", ["run_name", "run_id"]).to_pylist()
+    where_sql = to_sql(parse_filters(list(where or []), {r["run_name"]: r["run_id"] for r in runs}))
+    lists: dict[str, list[Hit]] = {}
+    for name in spaces:
+        vector = _encode(st, name, settings, query, image, audio)
+        lists[name] = search_vector(st, name, vector, k, modality, per_file, where_sql)
+    if hybrid and query is not None:
+        for name in spaces:
+            if encoder_class(settings.spaces[name].encoder).modalities >= {"text"}:
+                lists[f"fts:{name}"] = search_text_index(st, name, query, k, modality, where_sql)
+                break  # one full-text list: text chunks are the same files in every space
+    return fuse(lists, k)
+
+
+def _encode(st: Store, space: str, settings: Settings, query: str | None, image: Any, audio: Any) -> np.ndarray:
     _, stored_id, stored_recipe = _table_identity(st, space)
     enc = load_encoder(settings.spaces[space], settings.device)
     if stored_id and enc.space_id != stored_id:
@@ -121,15 +235,12 @@ def search(query: str | None = None, *, image: str | os.PathLike[str] | None = N
     try:
         if image is not None:
             data = read_file(os.fspath(image), settings.max_image_bytes).data
-            vector = enc.embed_query("image", decode_image(data, settings.max_image_pixels))
-        elif audio is not None:
+            return enc.embed_query("image", decode_image(data, settings.max_image_pixels))
+        if audio is not None:
             from omnivec.audio import probe
 
-            vector = enc.embed_query("audio", probe(os.fspath(audio)))
+            return enc.embed_query("audio", probe(os.fspath(audio)))
     except DecodeError as exc:
         raise OmnivecError(f"query file {image or audio}: {exc}") from None
-    if query is not None:
-        if not query.strip():
-            raise OmnivecError("the query is empty")
-        vector = enc.embed_query("text", query)
-    return search_vector(st, space, vector, k, modality, per_file)
+    assert query is not None
+    return enc.embed_query("text", query)

@@ -8,7 +8,8 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from omnivec.errors import SourceError
+from omnivec.errors import DecodeError, SourceError
+from omnivec.manifests import NotAManifest, is_manifest, read_manifest
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 TEXT_EXTENSIONS = frozenset({".txt", ".md", ".markdown"})
@@ -64,10 +65,11 @@ class Discovery:
     roots: list[str] = field(default_factory=list)  # absolute folders and files that were walked
     skipped: int = 0  # files of a type no space handles, or excluded by a glob
     problems: list[tuple[str, str]] = field(default_factory=list)  # (uri, reason) seen while walking
+    manifest_assets: list[tuple[str, list[str]]] = field(default_factory=list)  # (asset key, member uris)
 
     def owns(self, uri: str) -> bool:
         """Whether ``uri`` lies under one of the walked roots (so its absence means deletion)."""
-        return any(uri == root or uri.startswith(root.rstrip(os.sep) + os.sep) for root in self.roots)
+        return any(uri == root or uri.startswith((root.rstrip(os.sep) + os.sep, root + "#")) for root in self.roots)
 
 
 def _matches(rel: str, patterns: Iterable[str]) -> bool:
@@ -94,6 +96,37 @@ def _stat_file(path: str, modality: str, disc: Discovery) -> None:
     disc.files.append(SourceFile(path, modality, st.st_size, st.st_mtime_ns))
 
 
+def _add_manifest(path: str, disc: Discovery) -> None:
+    """Members of every manifest row become items (inline captions too); a missing member file is a
+    problem row, and the rest of its asset is kept."""
+    try:
+        rows = read_manifest(path)
+        mtime = os.stat(path).st_mtime_ns
+    except NotAManifest:
+        disc.skipped += 1
+        return
+    except (DecodeError, OSError) as exc:
+        disc.problems.append((path, str(exc)))
+        return
+    for n, row in enumerate(rows):
+        members = []
+        for col, member in row.paths:
+            modality = modality_for(member)
+            if modality is None:
+                disc.problems.append((member, f"manifest {path} row {n} column {col!r}: unsupported file type"))
+            elif not os.path.isfile(member):
+                disc.problems.append((member, f"listed in manifest {path} row {n} column {col!r}, "
+                                              "but the file does not exist"))
+            else:
+                _stat_file(member, modality, disc)
+                members.append(member)
+        for _, uri, text in row.captions:
+            disc.files.append(SourceFile(uri, "text", len(text.encode("utf-8")), mtime))
+            members.append(uri)
+        if members:
+            disc.manifest_assets.append((row.key, members))
+
+
 def _walk_dir(root: str, include: list[str], exclude: list[str], hidden: bool, disc: Discovery) -> None:
     def onerror(exc: OSError) -> None:
         disc.problems.append((str(exc.filename or root), f"cannot list folder: {exc.strerror or exc}"))
@@ -109,6 +142,9 @@ def _walk_dir(root: str, include: list[str], exclude: list[str], hidden: bool, d
             if not hidden and name.startswith("."):
                 continue
             path = os.path.join(dirpath, name)
+            if is_manifest(name) and _keep(rel_dir + name, include, exclude):
+                _add_manifest(path, disc)
+                continue
             modality = modality_for(name)
             if modality is None or not _keep(rel_dir + name, include, exclude):
                 disc.skipped += 1
@@ -134,6 +170,16 @@ def discover(
         if os.path.isdir(path):
             disc.roots.append(path)
             _walk_dir(path, include, exclude, include_hidden, disc)
+        elif os.path.isfile(path) and is_manifest(path):
+            try:
+                read_manifest(path)
+            except NotAManifest as exc:
+                raise SourceError(f"{path}: unsupported file type: a CSV/JSONL/Parquet file is read as a "
+                                  f"manifest, but this one has {exc}") from None
+            except DecodeError:
+                pass  # reported as an errors row below
+            disc.roots.append(path)
+            _add_manifest(path, disc)
         elif os.path.isfile(path):
             modality = modality_for(path)
             if modality is None:

@@ -41,14 +41,13 @@ def tiny_clap_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_clap(tmp_path_factory.mktemp("tiny_clap"))
 
 
-def make_settings(store: Path, model_dir: Path, clap_dir: Path | None = None, **extra: object) -> Settings:
-    """clip on a tiny model; clap on a tiny model when ``clap_dir`` is given, else switched off."""
+def make_settings(store: Path, model_dir: Path, clap_dir: Path | None = None, text: bool = False,
+                  **extra: object) -> Settings:
+    """clip on a tiny model; clap on a tiny model when ``clap_dir`` is given, else switched off; the
+    text space (the real bundled MiniLM) only when ``text``."""
     clap = {"model": str(clap_dir)} if clap_dir else {"enabled": False}
-    return load_settings(
-        overrides={"store": str(store), "spaces": {"clip": {"model": f"local-dir:{model_dir}"}, "clap": clap},
-                   **extra},
-        env={},
-    )
+    spaces = {"clip": {"model": f"local-dir:{model_dir}"}, "clap": clap, "text": {"enabled": text}}
+    return load_settings(overrides={"store": str(store), "spaces": spaces, **extra}, env={})
 
 
 @pytest.fixture

@@ -182,15 +182,18 @@ def test_cli_audio_search_json_carries_window_offsets(av_settings, tmp_path, tin
              "--clap-model", str(tiny_clap_dir)]
     cli = [sys.executable, "-m", "flows.cli"]
     cwd = Path(__file__).resolve().parents[1]
+    import os
+
+    env = {**os.environ, "OMNIVEC_SPACES__TEXT__ENABLED": "false"}
     done = subprocess.run([*cli, "ingest", str(root), *flags, "--local", "--json"], capture_output=True,
-                          text=True, cwd=cwd, timeout=300)
+                          text=True, cwd=cwd, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     res = subprocess.run([*cli, "search", "a dog barking", "--modality", "audio", "--json", *flags],
-                         capture_output=True, text=True, cwd=cwd, timeout=300)
+                         capture_output=True, text=True, cwd=cwd, timeout=300, env=env)
     hits = json.loads(res.stdout)
     assert len(hits) == 1 and hits[0]["space"] == "clap"
     assert (hits[0]["start_s"], hits[0]["end_s"]) in {(0.0, 10.0), (10.0, 14.0)}
     res = subprocess.run([*cli, "search", "--audio", str(root / "long.wav"), "--json", *flags],
-                         capture_output=True, text=True, cwd=cwd, timeout=300)
+                         capture_output=True, text=True, cwd=cwd, timeout=300, env=env)
     hit = json.loads(res.stdout)[0]
     assert hit["uri"] == str(root / "long.wav") and {"start_s", "end_s", "score"} <= set(hit)

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(args: list[str], env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    full_env = {**os.environ, "COLUMNS": "200", "OMNIVEC_SPACES__TEXT__ENABLED": "false", **(env or {})}
     return subprocess.run([*OMNIVEC, *args], capture_output=True, text=True, cwd=ROOT, env=full_env,
                           timeout=timeout)
 
@@ -99,6 +99,7 @@ def test_cli_on_ephemeral_prefect_prints_nothing_alarming(tmp_path, tiny_clip_di
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.pop("PREFECT_SERVER_ANALYTICS_ENABLED", None)  # the CLI must turn analytics off itself
     env["COLUMNS"] = "200"
+    env["OMNIVEC_SPACES__TEXT__ENABLED"] = "false"
     res = subprocess.run([*OMNIVEC, "ingest", str(docs), "--store", str(tmp_path / "s"),
                           "--model", f"local-dir:{tiny_clip_dir}", "--clap-model", str(tiny_clap_dir)],
                          capture_output=True, text=True,

@@ -46,7 +46,7 @@ def test_defaults() -> None:
     assert s.device == "auto"
     assert s.include == [] and s.exclude == []
     assert s.include_hidden is False
-    assert set(s.spaces) == {"clip", "clap"}
+    assert set(s.spaces) == {"clip", "clap", "text"}
     clip = s.spaces["clip"]
     assert clip.model == "ViT-B-32"
     assert clip.pretrained == "laion2b_s34b_b79k"
@@ -54,7 +54,9 @@ def test_defaults() -> None:
     assert clip.enabled is True
     clap = s.spaces["clap"]
     assert (clap.encoder, clap.model, clap.window_s, clap.hop_s) == ("clap", "laion/clap-htsat-unfused", None, None)
-    assert set(s.enabled_spaces()) == {"clip", "clap"}
+    text = s.spaces["text"]
+    assert (text.encoder, text.model, text.chunk_overlap) == ("sentence_transformers", "all-MiniLM-L6-v2", 32)
+    assert set(s.enabled_spaces()) == {"clip", "clap", "text"}
     assert s.space_batch_size("clip") == 64
 
 
@@ -160,7 +162,7 @@ def test_env_booleans_and_numbers_are_parsed() -> None:
     assert s.workers == 4
     assert s.spaces["clip"].enabled is False
     assert s.spaces["clip"].batch_size == 8
-    assert set(s.enabled_spaces()) == {"clap"}
+    assert set(s.enabled_spaces()) == {"clap", "text"}
 
 
 def test_unrelated_env_variables_are_ignored() -> None:
@@ -182,7 +184,7 @@ def test_env_can_add_a_new_space() -> None:
     s = load_settings(env={"OMNIVEC_SPACES__SIGLIP__MODEL": "ViT-B-16-SigLIP"})
     assert s.spaces["siglip"].model == "ViT-B-16-SigLIP"
     assert s.spaces["siglip"].encoder == "open_clip"
-    assert set(s.enabled_spaces()) == {"clip", "clap", "siglip"}
+    assert set(s.enabled_spaces()) == {"clip", "clap", "text", "siglip"}
 
 
 # --------------------------------------------------------------------------- overrides (flags)
@@ -243,7 +245,7 @@ model = "RN50"
     s = load_settings(config_file=write_toml(tmp_path, body), env={})
     assert "clip" in s.spaces
     assert s.spaces["clip"].enabled is False
-    assert set(s.enabled_spaces()) == {"clap", "other"}
+    assert set(s.enabled_spaces()) == {"clap", "text", "other"}
 
 
 def test_new_space_table_gets_space_defaults(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from omnivec.errors import UnknownEncoderError
 _BUILTIN: dict[str, str] = {
     "open_clip": "omnivec.encoders.open_clip:OpenClipEncoder",
     "clap": "omnivec.encoders.clap:ClapEncoder",
+    "sentence_transformers": "omnivec.encoders.sentence_transformers:SentenceTransformerEncoder",
 }
 _REGISTRY: dict[str, type[Encoder]] = {}
 _LOADED: dict[tuple[str, str], Encoder] = {}

@@ -23,7 +23,7 @@ from omnivec.config import SpaceSettings
 from omnivec.encoders import register
 from omnivec.encoders.base import Encoder, Segment
 from omnivec.errors import ConfigError, ModelUnavailableError
-from omnivec.hub import offline_if_unreachable
+from omnivec.hub import offline_if_unreachable, quiet_transformers
 from omnivec.weights import file_sha256
 
 
@@ -37,20 +37,6 @@ def _unavailable(model: str, reason: str) -> ModelUnavailableError:
             "or switch the space off: [spaces.clap] enabled = false",
         ],
     )
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    from transformers.utils import logging as tlog
-
-    level = tlog.get_verbosity()
-    tlog.set_verbosity_error()
-    tlog.disable_progress_bar()
-    try:
-        yield
-    finally:
-        tlog.set_verbosity(level)
-        tlog.enable_progress_bar()
 
 
 def _weight_files(model: Any, name: str) -> list[str]:
@@ -80,7 +66,7 @@ class ClapEncoder(Encoder):
             raise _unavailable(settings.model, f"folder {name} does not exist")
         offline = False
         try:
-            with offline_if_unreachable() as offline, _quiet_transformers():
+            with offline_if_unreachable() as offline, quiet_transformers():
                 processor = ClapProcessor.from_pretrained(name)
                 model = ClapModel.from_pretrained(name)
         except Exception as exc:  # network, cache, corrupt folder: all mean "unavailable"

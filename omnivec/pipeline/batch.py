@@ -22,6 +22,7 @@ from omnivec.audio import probe
 from omnivec.config import Settings
 from omnivec.encoders import load_encoder
 from omnivec.errors import DecodeError
+from omnivec.manifests import is_manifest, read_caption
 from omnivec.media import decode_image, decode_text, read_file
 from omnivec.pipeline.embedder import EmbeddedSegment, SpaceEmbedder, pooled
 from omnivec.pipeline.plan import WorkItem
@@ -66,6 +67,10 @@ def _open(w: WorkItem, settings: Settings) -> _Opened:
         except OSError as exc:
             raise DecodeError(f"cannot read the file: {exc.strerror or exc}", stage="read") from None
         return _Opened(digest, st.st_size, st.st_mtime_ns, lambda: probe(w.uri))
+    if w.modality == "text" and "#row=" in w.uri and is_manifest(w.uri.partition("#")[0]):
+        caption = read_caption(w.uri).encode("utf-8")  # inline text of a manifest row
+        mtime = os.stat(w.uri.partition("#")[0]).st_mtime_ns
+        return _Opened(sha256_bytes(caption), len(caption), mtime, lambda: decode_text(caption))
     limit = settings.max_text_bytes if w.modality == "text" else settings.max_image_bytes
     fb = read_file(w.uri, limit)
     if w.modality == "image":

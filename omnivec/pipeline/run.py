@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from omnivec.config import Settings
+from omnivec.pipeline.assets import update_assets
 from omnivec.pipeline.batch import BatchResult, process_batch
 from omnivec.pipeline.commit import Committer
 from omnivec.pipeline.plan import Plan, WorkItem, make_plan
@@ -85,6 +86,10 @@ def finish(ctx: RunContext, committer: Committer, discovery: Discovery, plan: Pl
             committer.counts.setdefault(row["modality"] or "other", Counter())["failed"] += 1
     for modality, n in plan.unchanged.items():
         committer.counts.setdefault(modality, Counter())["unchanged"] += n
+    update_assets(store, discovery, states, ctx.settings, ctx.run_id)
+    text_written = {t for t, n in committer.written.items() if n and t.startswith("vectors_")}
+    for table in sorted(text_written | ({f"vectors_{s}" for s in spaces} if plan.deleted else set())):
+        store.refresh_text_index(table)
     report = RunReport(ctx.run_id, ctx.run_name, store.uri, committer.counts, committer.seconds,
                        unavailable={n: s.unavailable for n, s in states.items() if s.unavailable},
                        skipped=discovery.skipped)

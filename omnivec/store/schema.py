@@ -61,8 +61,35 @@ RUNS = pa.schema([
     pa.field("seconds", pa.float64()),
 ])
 
-KEYS = {"items": "item_id", "errors": "error_id", "spaces": "name", "runs": "run_id"}
-SCHEMAS = {"items": ITEMS, "errors": ERRORS, "spaces": SPACES, "runs": RUNS}
+ASSETS = pa.schema([
+    pa.field("asset_id", pa.string(), nullable=False),
+    pa.field("key", pa.string(), nullable=False),  # folder/stem, or manifest#id
+    pa.field("rule", pa.string()),  # stem | manifest
+    pa.field("member_ids", pa.list_(pa.string())),
+    pa.field("member_uris", pa.list_(pa.string())),
+    pa.field("member_modalities", pa.list_(pa.string())),
+    pa.field("run_id", pa.string()),
+    pa.field("updated_at", TS),
+])
+
+KEYS = {"items": "item_id", "errors": "error_id", "spaces": "name", "runs": "run_id", "assets": "asset_id"}
+SCHEMAS = {"items": ITEMS, "errors": ERRORS, "spaces": SPACES, "runs": RUNS, "assets": ASSETS}
+
+
+def asset_vectors_schema(dimension: int) -> pa.Schema:
+    return pa.schema([
+        pa.field("asset_id", pa.string(), nullable=False),
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("space_id", pa.string()),
+        pa.field("member_uris", pa.list_(pa.string())),
+        pa.field("members_used", pa.int32()),  # members with a vector in this space
+        pa.field("vector", pa.list_(pa.float32(), dimension)),
+        pa.field("updated_at", TS),
+    ])
+
+
+def asset_table_name(space: str) -> str:
+    return f"assets_{space}"
 
 
 def vectors_schema(dimension: int, metadata: dict[str, str] | None = None) -> pa.Schema:

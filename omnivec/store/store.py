@@ -122,7 +122,7 @@ class Store:
         return 0 if tbl is None else int(tbl.count_rows(where))
 
     # -- writes -------------------------------------------------------------------------------
-    def upsert(self, name: str, rows: pa.Table, replace_where: str | None = None) -> int | None:
+    def upsert(self, name: str, rows: pa.Table, replace_where: str | None = None, key: str | None = None) -> int | None:
         """Merge rows by the table's key in one commit; optionally delete, in the same commit,
         rows matching ``replace_where`` that the new rows do not carry. Returns the version."""
         if rows.num_rows == 0 and not replace_where:
@@ -133,7 +133,7 @@ class Store:
         if rows.num_rows == 0:
             tbl.delete(replace_where)
             return int(tbl.version)
-        key = KEYS.get(name, "vector_id")
+        key = key or KEYS.get(name, "vector_id")
         builder = tbl.merge_insert(key).when_matched_update_all().when_not_matched_insert_all()
         if replace_where:
             builder = builder.when_not_matched_by_source_delete(replace_where)
@@ -186,6 +186,16 @@ class Store:
             return {}
         return dict(zip(rows.column("item_id").to_pylist(), rows.column("content_hash").to_pylist(),
                         strict=True))
+
+    def refresh_text_index(self, table_name: str, column: str = "text") -> bool:
+        """(Re)build the BM25 full-text index over a vector table's text chunks, if it has any."""
+        tbl = self.table(table_name)
+        if tbl is None or not tbl.count_rows(f"{column} IS NOT NULL"):
+            return False
+        from lancedb.index import FTS
+
+        tbl.create_index(column, config=FTS(), replace=True)
+        return True
 
     # -- versions -----------------------------------------------------------------------------
     def versions(self) -> dict[str, int]:

@@ -1,0 +1,70 @@
+"""Search assets (groups of files) by their fused vectors in the joint spaces."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from omnivec.config import Settings, load_settings
+from omnivec.encoders import encoder_class
+from omnivec.errors import OmnivecError
+from omnivec.fusion import rrf
+from omnivec.query import _encode
+from omnivec.store.schema import asset_table_name
+from omnivec.store.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class AssetHit:
+    asset_id: str
+    key: str
+    score: float  # cosine for one space, RRF score when several spaces are fused
+    space: str  # the space that ranked this asset best
+    members: list[dict[str, str]]  # [{"uri", "modality"}]
+    ranks: dict[str, int] = field(default_factory=dict)
+    scores: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def search_assets(query: str | None = None, *, image: str | os.PathLike[str] | None = None,
+                  audio: str | os.PathLike[str] | None = None, k: int = 10, space: str | None = None,
+                  settings: Settings | None = None, store: str | None = None) -> list[AssetHit]:
+    """Assets whose fused vector is closest to the query, fused over the joint spaces."""
+    if sum(x is not None for x in (query, image, audio)) != 1:
+        raise OmnivecError("give exactly one of: a text query, an image file, an audio file")
+    settings = settings or load_settings(overrides={"store": store} if store else None)
+    st = Store(store or settings.store)
+    qmod = "audio" if audio is not None else "image" if image is not None else "text"
+    names = set(st.table_names())
+    spaces = [n for n, cfg in settings.enabled_spaces().items()
+              if (space is None or n == space) and qmod in encoder_class(cfg.encoder).modalities
+              and asset_table_name(n) in names]
+    if not spaces:
+        raise OmnivecError(f"store {st.uri} has no asset vectors a {qmod} query can search",
+                           ["group files into assets (same folder + same stem, or a manifest) and ingest them"])
+    members = {r["asset_id"]: [{"uri": u, "modality": m} for u, m in zip(r["member_uris"], r["member_modalities"],
+                                                                          strict=True)]
+               for r in st.read("assets").to_pylist()}
+    lists: dict[str, list[dict[str, Any]]] = {}
+    for name in spaces:
+        vec = _encode(st, name, settings, query, image, audio)
+        tbl: Any = st.table(asset_table_name(name))
+        rows = tbl.search(np.asarray(vec, dtype=np.float32)).distance_type("cosine") \
+            .select(["asset_id", "key", "_distance"]).limit(k).to_list()
+        lists[name] = rows
+    if len(lists) == 1:
+        name, rows = next(iter(lists.items()))
+        return [AssetHit(r["asset_id"], r["key"], 1.0 - r["_distance"], name, members.get(r["asset_id"], []),
+                         {name: i}, {name: 1.0 - r["_distance"]}) for i, r in enumerate(rows, 1)]
+    by = {n: {r["asset_id"]: r for r in rows} for n, rows in lists.items()}
+    out = []
+    for asset_id, score, ranks in rrf({n: [r["asset_id"] for r in rows] for n, rows in lists.items()})[:k]:
+        best = min(ranks, key=lambda n: (ranks[n], n))
+        out.append(AssetHit(asset_id, by[best][asset_id]["key"], score, best, members.get(asset_id, []),
+                            dict(ranks), {n: 1.0 - by[n][asset_id]["_distance"] for n in ranks}))
+    return out
