@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from omnivec.config import Settings, load_settings
     from omnivec.pipeline.run import ingest
     from omnivec.query import Hit, search
+    from omnivec.query_assets import AssetHit, search_assets
     from omnivec.store import Store
 
 _LAZY = {
@@ -21,6 +22,8 @@ _LAZY = {
     "ingest": "omnivec.pipeline.run",
     "Hit": "omnivec.query",
     "search": "omnivec.query",
+    "AssetHit": "omnivec.query_assets",
+    "search_assets": "omnivec.query_assets",
     "Store": "omnivec.store",
 }
 
@@ -33,4 +36,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'omnivec' has no attribute {name!r}")
 
 
-__all__ = ["Hit", "Settings", "Store", "ingest", "load_settings", "search", "__version__"]
+__all__ = ["AssetHit", "Hit", "Settings", "Store", "ingest", "load_settings", "search", "search_assets",
+           "__version__"]

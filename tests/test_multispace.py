@@ -175,3 +175,43 @@ def test_assets_by_stem_and_manifest_with_a_missing_file(tmp_path, tiny_clip_dir
     keys = {r["key"] for r in store.read("assets").to_pylist()}
     assert keys == {str(root / "dog"), f"{root / 'set.jsonl'}#cat"}
     assert {r["key"] for r in store.read("assets_clip").to_pylist()} <= keys
+
+
+def test_python_api_and_cli_search_never_import_prefect(text_store):
+    import subprocess
+    import sys
+
+    _, settings = text_store
+    code = (
+        "import sys, omnivec\n"
+        f"s = omnivec.load_settings(env={{}}, overrides={{'store': {settings.store!r}, "
+        "'spaces': {'clip': {'enabled': False}, 'clap': {'enabled': False}}})\n"
+        "hits = omnivec.search('warm bread just baked', k=3, settings=s)\n"
+        "assert hits[0].uri.endswith('bakery.txt'), hits\n"
+        "assert omnivec.Store(s.store).count('items') == 30\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'prefect'], 'prefect imported'\n"
+        "print('ok')\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
+
+
+def test_cli_hybrid_where_and_assets_json(text_store, tmp_path, tiny_clip_dir, tiny_clap_dir):
+    import os
+    import subprocess
+    import sys
+
+    docs, settings = text_store
+    env = {**os.environ, "OMNIVEC_SPACES__CLIP__ENABLED": "false", "OMNIVEC_SPACES__CLAP__ENABLED": "false"}
+    cli = [sys.executable, "-m", "flows.cli", "search"]
+    res = subprocess.run([*cli, "cappuccino", "--hybrid", "--where", "uri=*/co*", "--json", "--store",
+                          settings.store], capture_output=True, text=True, env=env, timeout=300)
+    hits = json.loads(res.stdout)
+    assert hits and Path(hits[0]["uri"]).name == "coffee.txt" and "fts:text" in hits[0]["ranks"]
+    assert all(Path(h["uri"]).name.startswith("co") for h in hits)
+    res = subprocess.run([*cli, "x", "--where", "uri=*' OR 1=1 --", "--store", settings.store],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "uri" in res.stderr
+    res = subprocess.run([*cli, "coffee", "--assets", "--store", settings.store], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert res.returncode == 2 and "asset" in res.stderr  # this store has no assets: a clear message
