@@ -322,9 +322,8 @@ def demo(
         _print_report(report)
         from omnivec.query import search as run_search
 
-        return [(f"top 5 for {query!r} (clip)", run_search(query, k=5, settings=s)),
-                (f"top 3 audio for {audio_query!r} (clap)",
-                 run_search(audio_query, k=3, modality="audio", settings=s))]
+        return [(f"top 5 for {query!r} (every space, fused)", run_search(query, k=5, settings=s)),
+                (f"top 3 audio for {audio_query!r}", run_search(audio_query, k=3, modality="audio", settings=s))]
 
     for title, hits in _guard(body):
         _print_hits(hits, title)

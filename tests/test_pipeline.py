@@ -169,8 +169,12 @@ def test_model_unavailable_leaves_items_pending_then_embeds(tmp_path, corpus, ti
 def test_default_model_offline_is_reported_unavailable(tmp_path, corpus):
     from omnivec.config import load_settings
 
+    import logging
+
+    handlers = list(logging.getLogger().handlers)
     settings = load_settings(overrides={"store": str(tmp_path / "store")}, env={})
     report = ingest([str(corpus / "texts")], settings)
+    assert logging.getLogger().handlers == handlers  # open_clip's logging.error must not reconfigure logging
     reason = report.unavailable["clip"]
     assert "ViT-B-32" in reason and "local-dir" in reason and "Hugging Face cache" in reason
     assert {r["status"] for r in Store(settings.store).read("items").to_pylist()} == {"pending"}

@@ -32,10 +32,11 @@ RANDOM_INIT = "random-init"
 
 @contextlib.contextmanager
 def _quiet_hub_logs() -> Iterator[None]:
-    """open_clip logs download failures at ERROR on the root logger; omnivec reports them itself."""
+    """open_clip logs download failures with ``logging.error`` on the root logger (which also installs
+    a root handler through ``basicConfig``); omnivec reports them itself, so both are undone."""
     root = logging.getLogger()
     hub = logging.getLogger("huggingface_hub")
-    levels = root.level, hub.level
+    levels, handlers = (root.level, hub.level), list(root.handlers)
     root.setLevel(logging.CRITICAL)
     hub.setLevel(logging.CRITICAL)
     try:
@@ -43,6 +44,9 @@ def _quiet_hub_logs() -> Iterator[None]:
     finally:
         root.setLevel(levels[0])
         hub.setLevel(levels[1])
+        for h in root.handlers[:]:
+            if h not in handlers:
+                root.removeHandler(h)
 
 
 def _unavailable(model: str, pretrained: str | None, reason: str) -> ModelUnavailableError:
