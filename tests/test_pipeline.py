@@ -169,12 +169,8 @@ def test_model_unavailable_leaves_items_pending_then_embeds(tmp_path, corpus, ti
 def test_default_model_offline_is_reported_unavailable(tmp_path, corpus):
     from omnivec.config import load_settings
 
-    import logging
-
-    handlers = list(logging.getLogger().handlers)
     settings = load_settings(overrides={"store": str(tmp_path / "store")}, env={})
     report = ingest([str(corpus / "texts")], settings)
-    assert logging.getLogger().handlers == handlers  # open_clip's logging.error must not reconfigure logging
     reason = report.unavailable["clip"]
     assert "ViT-B-32" in reason and "local-dir" in reason and "Hugging Face cache" in reason
     assert {r["status"] for r in Store(settings.store).read("items").to_pylist()} == {"pending"}
@@ -191,3 +187,20 @@ def test_space_mismatch_is_refused(settings, corpus, tmp_path):
         ingest([str(corpus)], changed)
     with pytest.raises(SpaceMismatchError, match="space_id"):
         search("red", settings=changed)
+
+
+def test_failed_model_load_leaves_logging_alone():
+    """open_clip reports a failed download with logging.error, which installs a root handler through
+    basicConfig; that would reformat every later log line (Prefect's included). Checked in a fresh
+    process, since pytest's own root handlers would hide it."""
+    import subprocess
+    import sys
+
+    code = ("import logging\nfrom omnivec.config import load_settings\n"
+            "from omnivec.pipeline.spaces import load_spaces\n"
+            "states = load_spaces(load_settings(env={}))\n"
+            "assert states['clip'].unavailable\n"
+            "print(len(logging.getLogger().handlers))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "0"
