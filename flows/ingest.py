@@ -25,7 +25,7 @@ from omnivec.config import Settings, load_settings
 from omnivec.pipeline.batch import BatchResult
 from omnivec.pipeline.commit import Committer
 from omnivec.pipeline.report import RunReport
-from omnivec.pipeline.run import batches, new_run
+from omnivec.pipeline.run import batches, new_run, tables_of
 from omnivec.progress import reporter
 from omnivec.store.store import Store
 from tasks.ingest import commit_task, embed_batch_task, finish_task, plan_task
@@ -47,7 +47,7 @@ def ingest_flow(sources: list[str], settings: dict[str, Any] | None = None,
     s = Settings.model_validate(settings) if settings is not None else load_settings()
     ctx = new_run(s, sources, run_name=flow_run.get_name() or None)
     discovery, states, plan = plan_task(ctx, retry_errors)
-    committer = Committer(Store(s.store, create=True))
+    committer = Committer(Store(s.store, create=True), tables_of(states))
     total = plan.total_work
     progress_id = create_progress_artifact(0.0, key="ingest-progress",
                                            description=f"{total} files to read")

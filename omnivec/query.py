@@ -9,7 +9,6 @@ RRF scores and each hit lists its rank in every list that found it.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -23,7 +22,7 @@ from omnivec.filters import parse_filters, to_sql
 from omnivec.fusion import rrf
 from omnivec.media import decode_image, read_file
 from omnivec.store.schema import vectors_table_name
-from omnivec.store.store import RECIPE_KEY, SPACE_ID_KEY, Store
+from omnivec.store.store import Store
 
 MODALITY_FILTERS = ("image", "text", "audio")
 FTS_COLUMN = "text"
@@ -50,16 +49,28 @@ class Hit:
         return asdict(self)
 
 
-def _table_identity(store: Store, space: str) -> tuple[Any, str, dict[str, Any]]:
-    tbl = store.table(vectors_table_name(space))
-    if tbl is None:
-        have = [t[len("vectors_"):] for t in store.table_names() if t.startswith("vectors_")]
+def space_table(store: Store, space: str, space_id: str | None = None) -> tuple[Any, str]:
+    """(table, space_id) for a space identity; without ``space_id``, the newest active one of the name.
+
+    A space_id the store has no vectors for is refused with the spaces that exist and how to pick one.
+    """
+    rows = [r for r in store.space_rows(space) if r["status"] == "active"]
+    if space_id is None and rows:
+        space_id = rows[-1]["space_id"]
+    tbl = store.table(vectors_table_name(space, space_id)) if space_id else None
+    if tbl is not None:
+        return tbl, space_id or ""
+    have = [f"{r['name']} {r['space_id']} ({r['model']} / {r['pretrained']}, {r['status']})"
+            for r in store.space_rows()]
+    if space_id is None:
         raise OmnivecError(f"store {store.uri} has no vectors for space {space!r}",
-                           [f"search one of the spaces it has: {', '.join(have) or 'none yet'}",
+                           [f"search one of the spaces it has: {'; '.join(have) or 'none yet'}",
                             "or ingest files first: omnivec ingest PATH"])
-    meta = tbl.schema.metadata or {}
-    return tbl, meta.get(SPACE_ID_KEY.encode(), b"").decode(), json.loads(
-        meta.get(RECIPE_KEY.encode(), b"{}").decode())
+    raise SpaceMismatchError(
+        f"store {store.uri} has no vectors of space {space!r} with space_id {space_id} (the configured "
+        "model's recipe); the store holds: " + ("; ".join(have) or "nothing yet"),
+        ["search with the model of one of those spaces (--model/--pretrained, --clap-model, --text-model)",
+         "or ingest with the configured model first: it becomes a new space beside the old ones"])
 
 
 def _where(modality: str | None, extra: str | None) -> str:
@@ -93,9 +104,9 @@ def _ranked(run: Any, k: int, per_file: bool) -> list[dict[str, Any]]:
 
 
 def search_vector(store: Store, space: str, vector: np.ndarray, k: int = 10, modality: str | None = None,
-                  per_file: bool = True, where_sql: str | None = None) -> list[Hit]:
+                  per_file: bool = True, where_sql: str | None = None, space_id: str | None = None) -> list[Hit]:
     """Exact cosine top-k over one space's chunks and windows (each file once, by its best segment)."""
-    tbl, _, _ = _table_identity(store, space)
+    tbl, _ = space_table(store, space, space_id)
     where = _where(modality, where_sql)
     vec = np.asarray(vector, dtype=np.float32)
 
@@ -107,9 +118,9 @@ def search_vector(store: Store, space: str, vector: np.ndarray, k: int = 10, mod
 
 
 def search_text_index(store: Store, space: str, query: str, k: int = 10, modality: str | None = None,
-                      where_sql: str | None = None) -> list[Hit]:
+                      where_sql: str | None = None, space_id: str | None = None) -> list[Hit]:
     """BM25 full-text search over a space's text chunks (needs its full-text index)."""
-    tbl, _, _ = _table_identity(store, space)
+    tbl, _ = space_table(store, space, space_id)
     where = _where(modality, where_sql)
 
     def run(n: int) -> list[dict[str, Any]]:
@@ -159,12 +170,12 @@ def _with_ranks(h: Hit, ranks: dict[str, int], scores: dict[str, float], score: 
 
 
 def searchable_spaces(settings: Settings, store: Store, query_modality: str, result_modality: str | None) -> list[str]:
-    names = set(store.table_names())
+    """Enabled spaces that embed the query's modality (and the result modality) and have vectors."""
+    names = {name for name, _, _ in store.vector_tables()}
     out = []
     for name, cfg in settings.enabled_spaces().items():
         mods = encoder_class(cfg.encoder).modalities
-        if query_modality in mods and (result_modality is None or result_modality in mods) \
-                and vectors_table_name(name) in names:
+        if query_modality in mods and (result_modality is None or result_modality in mods) and name in names:
             out.append(name)
     return out
 
@@ -205,29 +216,24 @@ def search(query: str | None = None, *, image: str | os.PathLike[str] | None = N
     runs = st.read("runs", ["run_name", "run_id"]).to_pylist()
     where_sql = to_sql(parse_filters(list(where or []), {r["run_name"]: r["run_id"] for r in runs}))
     lists: dict[str, list[Hit]] = {}
+    ids: dict[str, str] = {}
     for name in spaces:
-        vector = _encode(st, name, settings, query, image, audio)
-        lists[name] = search_vector(st, name, vector, k, modality, per_file, where_sql)
+        vector, ids[name] = encode_query(st, name, settings, query, image, audio)
+        lists[name] = search_vector(st, name, vector, k, modality, per_file, where_sql, ids[name])
     if hybrid and query is not None:
         for name in spaces:
             if encoder_class(settings.spaces[name].encoder).modalities >= {"text"}:
-                lists[f"fts:{name}"] = search_text_index(st, name, query, k, modality, where_sql)
+                lists[f"fts:{name}"] = search_text_index(st, name, query, k, modality, where_sql, ids[name])
                 break  # one full-text list: text chunks are the same files in every space
     return fuse(lists, k)
 
 
-def _encode(st: Store, space: str, settings: Settings, query: str | None, image: Any, audio: Any) -> np.ndarray:
-    _, stored_id, stored_recipe = _table_identity(st, space)
+def encode_query(st: Store, space: str, settings: Settings, query: str | None, image: Any,
+                 audio: Any) -> tuple[np.ndarray, str]:
+    """Embed the query with the configured encoder of ``space``; returns (vector, space_id). The store
+    must hold vectors of exactly that space_id."""
     enc = load_encoder(settings.spaces[space], settings.device)
-    if stored_id and enc.space_id != stored_id:
-        raise SpaceMismatchError(
-            f"the query encoder for space {space!r} is space_id {enc.space_id} "
-            f"({enc.recipe.get('model')} / {enc.recipe.get('pretrained')}), but the store's vectors "
-            f"are space_id {stored_id} ({stored_recipe.get('model')} / {stored_recipe.get('pretrained')})",
-            [f"search with the model that built them: --model {stored_recipe.get('model')} "
-             f"--pretrained {stored_recipe.get('pretrained') or 'none'}",
-             "or re-ingest into a new store with the new model"],
-        )
+    space_table(st, space, enc.space_id)
     query_modality = "audio" if audio is not None else "image" if image is not None else "text"
     if query_modality not in enc.modalities:
         raise OmnivecError(f"space {space!r} cannot embed a {query_modality} query "
@@ -235,12 +241,12 @@ def _encode(st: Store, space: str, settings: Settings, query: str | None, image:
     try:
         if image is not None:
             data = read_file(os.fspath(image), settings.max_image_bytes).data
-            return enc.embed_query("image", decode_image(data, settings.max_image_pixels))
+            return enc.embed_query("image", decode_image(data, settings.max_image_pixels)), enc.space_id
         if audio is not None:
             from omnivec.audio import probe
 
-            return enc.embed_query("audio", probe(os.fspath(audio)))
+            return enc.embed_query("audio", probe(os.fspath(audio))), enc.space_id
     except DecodeError as exc:
         raise OmnivecError(f"query file {image or audio}: {exc}") from None
     assert query is not None
-    return enc.embed_query("text", query)
+    return enc.embed_query("text", query), enc.space_id

@@ -12,7 +12,7 @@ from omnivec.config import Settings, load_settings
 from omnivec.encoders import encoder_class
 from omnivec.errors import OmnivecError
 from omnivec.fusion import rrf
-from omnivec.query import _encode
+from omnivec.query import encode_query
 from omnivec.store.schema import asset_table_name
 from omnivec.store.store import Store
 
@@ -40,10 +40,10 @@ def search_assets(query: str | None = None, *, image: str | os.PathLike[str] | N
     settings = settings or load_settings(overrides={"store": store} if store else None)
     st = Store(store or settings.store)
     qmod = "audio" if audio is not None else "image" if image is not None else "text"
-    names = set(st.table_names())
+    names = {n for n, _, _ in st.vector_tables()}
     spaces = [n for n, cfg in settings.enabled_spaces().items()
               if (space is None or n == space) and qmod in encoder_class(cfg.encoder).modalities
-              and asset_table_name(n) in names]
+              and len(encoder_class(cfg.encoder).modalities) > 1 and n in names]
     if not spaces:
         raise OmnivecError(f"store {st.uri} has no asset vectors a {qmod} query can search",
                            ["group files into assets (same folder + same stem, or a manifest) and ingest them"])
@@ -52,11 +52,16 @@ def search_assets(query: str | None = None, *, image: str | os.PathLike[str] | N
                for r in st.read("assets").to_pylist()}
     lists: dict[str, list[dict[str, Any]]] = {}
     for name in spaces:
-        vec = _encode(st, name, settings, query, image, audio)
-        tbl: Any = st.table(asset_table_name(name))
+        vec, space_id = encode_query(st, name, settings, query, image, audio)
+        tbl: Any = st.table(asset_table_name(name, space_id))
+        if tbl is None:
+            continue
         rows = tbl.search(np.asarray(vec, dtype=np.float32)).distance_type("cosine") \
             .select(["asset_id", "key", "_distance"]).limit(k).to_list()
         lists[name] = rows
+    if not lists:
+        raise OmnivecError(f"store {st.uri} has no asset vectors a {qmod} query can search",
+                           ["group files into assets (same folder + same stem, or a manifest) and ingest them"])
     if len(lists) == 1:
         name, rows = next(iter(lists.items()))
         return [AssetHit(r["asset_id"], r["key"], 1.0 - r["_distance"], name, members.get(r["asset_id"], []),

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from omnivec.store.schema import vectors_table_name
 from omnivec.store.store import Store
 
 
@@ -14,10 +13,10 @@ def store_status(uri: str, last_runs: int = 5) -> dict[str, Any]:
     items = store.read("items", ["status"])
     by_status = Counter(items.column("status").to_pylist()) if items.num_rows else Counter()
     spaces = []
-    for row in store.read("spaces").to_pylist():
+    for row in store.space_rows():
         spaces.append({k: row[k] for k in ("name", "space_id", "model", "pretrained", "dimension",
-                                           "status")}
-                      | {"vectors": store.count(vectors_table_name(row["name"]))})
+                                           "status", "created_at")}
+                      | {"vectors": store.count(row["table_name"])})
     runs = sorted(store.read("runs").to_pylist(), key=lambda r: r["started_at"], reverse=True)
     return {"store": store.uri, "items": items.num_rows, "items_by_status": dict(by_status),
             "errors": store.count("errors"), "spaces": spaces, "runs": runs[:last_runs]}

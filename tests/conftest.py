@@ -50,6 +50,30 @@ def make_settings(store: Path, model_dir: Path, clap_dir: Path | None = None, te
     return load_settings(overrides={"store": str(store), "spaces": spaces, **extra}, env={})
 
 
+def vtable(store: object, space: str) -> str:
+    """The vector table of a space name (tests build one identity per name unless they say so)."""
+    from omnivec.store import Store
+
+    st = store if isinstance(store, Store) else Store(str(store))
+    tables = [t for name, _, t in st.vector_tables() if name == space]
+    assert len(tables) == 1, tables
+    return tables[0]
+
+
+def vectors_of(store: object, space: str, columns: list[str] | None = None):  # type: ignore[no-untyped-def]
+    from omnivec.store import Store
+
+    st = store if isinstance(store, Store) else Store(str(store))
+    return st.read(vtable(st, space), columns)
+
+
+def assets_of(store: object, space: str):  # type: ignore[no-untyped-def]
+    from omnivec.store import Store
+
+    st = store if isinstance(store, Store) else Store(str(store))
+    return st.read("assets_" + vtable(st, space)[len("vectors_"):])
+
+
 @pytest.fixture
 def settings(tmp_path: Path, tiny_clip_dir: Path) -> Settings:
     return make_settings(tmp_path / "store", tiny_clip_dir, batch_size=8)

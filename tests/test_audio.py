@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from conftest import vectors_of
 from fixtures.audio_files import sine, write_bad_audio, write_every_format, write_long_wav
 from omnivec.audio import iter_windows, probe
 from omnivec.errors import DecodeError
@@ -89,7 +90,7 @@ def test_bad_audio_becomes_error_rows_and_the_rest_gets_vectors(av_settings, tmp
             assert uri not in errors, errors.get(uri)
         else:
             assert words in errors[uri].lower(), (uri, errors.get(uri))
-    embedded = {r["uri"] for r in store.read("vectors_clap").to_pylist()}
+    embedded = {r["uri"] for r in vectors_of(store, "clap").to_pylist()}
     assert embedded == {u for u, w in expected.items() if w is None}
     assert report.counts["audio"]["failed"] == sum(w is not None for w in expected.values())
 
@@ -107,14 +108,14 @@ def _direct_audio_vectors(model_dir: Path, windows: list[np.ndarray]) -> np.ndar
 
 
 def test_stored_vectors_equal_direct_clap_and_runs_are_identical(av_settings, tmp_path, tiny_clap_dir):
-    from conftest import make_settings
+    from conftest import make_settings, vectors_of
 
     root = tmp_path / "a"
     root.mkdir()
     sf.write(root / "long.wav", sine(23, 22050, freq=330.0), 22050)
     (root / "caption.txt").write_text("a dog barking in the park")
     ingest([str(root)], av_settings)
-    rows = sorted((r for r in Store(av_settings.store).read("vectors_clap").to_pylist() if r["modality"] == "audio"),
+    rows = sorted((r for r in vectors_of(av_settings.store, "clap").to_pylist() if r["modality"] == "audio"),
                   key=lambda r: r["segment"])
     assert [(r["segment"], r["start_s"], r["end_s"]) for r in rows] == [
         (-1, 0.0, 23.0), (0, 0.0, 10.0), (1, 10.0, 20.0), (2, 20.0, 23.0)]
@@ -133,14 +134,14 @@ def test_stored_vectors_equal_direct_clap_and_runs_are_identical(av_settings, tm
     with torch.inference_mode():
         out = model.get_text_features(**tok(["a dog barking in the park"], return_tensors="pt"))
     t = (out.pooler_output if hasattr(out, "pooler_output") else out).numpy()[0]
-    text_row = next(r for r in Store(av_settings.store).read("vectors_clap").to_pylist() if r["modality"] == "text")
+    text_row = next(r for r in vectors_of(av_settings.store, "clap").to_pylist() if r["modality"] == "text")
     assert float(np.dot(text_row["vector"], t) / np.linalg.norm(t)) >= 0.9999
 
     again = make_settings(tmp_path / "store2", Path(av_settings.spaces["clip"].model[len("local-dir:"):]),
                           tiny_clap_dir)
     ingest([str(root)], again)
-    rows2 = {r["vector_id"]: r["vector"] for r in Store(again.store).read("vectors_clap").to_pylist()}
-    for r in Store(av_settings.store).read("vectors_clap").to_pylist():
+    rows2 = {r["vector_id"]: r["vector"] for r in vectors_of(again.store, "clap").to_pylist()}
+    for r in vectors_of(av_settings.store, "clap").to_pylist():
         assert np.array_equal(np.asarray(r["vector"]), np.asarray(rows2[r["vector_id"]]))  # bit for bit
 
 
@@ -150,7 +151,7 @@ def test_one_hour_file_gets_vectors(av_settings, tmp_path):
     write_long_wav(root / "hour.wav", 3600)
     report = ingest([str(root)], av_settings)
     assert report.counts["audio"]["new"] == 1
-    rows = Store(av_settings.store).read("vectors_clap", ["segment", "start_s", "end_s"]).to_pylist()
+    rows = vectors_of(av_settings.store, "clap", ["segment", "start_s", "end_s"]).to_pylist()
     assert len(rows) == 361  # 360 windows + the pooled vector
     assert max(r["end_s"] for r in rows) == pytest.approx(3600.0)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from conftest import vectors_of
 from fixtures.bad_files import write_bad_corpus
 from omnivec.pipeline.run import ingest
 from omnivec.store import Store
@@ -18,7 +19,7 @@ def test_every_bad_file_is_an_error_row_and_good_files_are_embedded(settings, tm
     for uri, words in expected.items():
         assert words.lower() in errors[uri]["message"].lower(), (uri, errors[uri]["message"])
         assert errors[uri]["attempts"] == 1 and errors[uri]["run_id"] == report.run_id
-    embedded = {r["uri"] for r in store.read("vectors_clip").to_pylist()}
+    embedded = {r["uri"] for r in vectors_of(store, "clip").to_pylist()}
     assert embedded == {str(tmp_path / "bad" / n) for n in ("good.jpg", "good.png", "good.txt")}
     assert report.failed == len(expected)
     statuses = {r["uri"]: r["status"] for r in store.read("items").to_pylist()}
@@ -45,7 +46,7 @@ def test_fixed_file_clears_its_error(settings, tmp_path):
     assert report.counts["text"]["changed"] == 1
     store = Store(settings.store)
     assert str(fixed) not in {r["uri"] for r in store.read("errors").to_pylist()}
-    assert str(fixed) in {r["uri"] for r in store.read("vectors_clip").to_pylist()}
+    assert str(fixed) in {r["uri"] for r in vectors_of(store, "clip").to_pylist()}
 
 
 def test_file_that_turns_corrupt_loses_its_stale_vectors(settings, tmp_path):
@@ -56,7 +57,7 @@ def test_file_that_turns_corrupt_loses_its_stale_vectors(settings, tmp_path):
     good.write_bytes(good.read_bytes()[:30])
     ingest([str(root)], settings)
     store = Store(settings.store)
-    assert str(good) not in {r["uri"] for r in store.read("vectors_clip").to_pylist()}
+    assert str(good) not in {r["uri"] for r in vectors_of(store, "clip").to_pylist()}
     assert str(good) in {r["uri"] for r in store.read("errors").to_pylist()}
 
 

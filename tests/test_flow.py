@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import vtable
 from fixtures.bad_files import write_bad_corpus
 from omnivec.store import Store
 
@@ -24,7 +25,7 @@ def test_ingest_flow_completes_with_bad_files_and_publishes_artifacts(prefect_ha
     assert report.embedded == 24 + 3
     store = Store(settings.store)
     assert store.count("errors") == len(expected_errors)
-    assert report.run_name in store.table("vectors_clip").tags.list()
+    assert report.run_name in store.table(vtable(store, "clip")).tags.list()
 
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(state.state_details.flow_run_id)
@@ -45,4 +46,4 @@ def test_flow_rerun_is_a_noop(prefect_harness, settings, corpus):
     second = run_ingest_flow([str(corpus)], settings)
     assert first.embedded == 24 and second.embedded == 0
     assert sum(c["unchanged"] for c in second.counts.values()) == 24
-    assert Store(settings.store).count("vectors_clip") == 24
+    assert Store(settings.store).count(vtable(settings.store, "clip")) == 24

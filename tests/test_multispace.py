@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_settings
+from conftest import assets_of, make_settings, vectors_of
 from omnivec.errors import OmnivecError
 from omnivec.pipeline.run import ingest
 from omnivec.query import search
@@ -79,7 +79,7 @@ def test_text_space_chunks_long_text_with_offsets(text_store, tmp_path):
     (tmp_path / "long.txt").write_text(long)
     s2 = settings.model_copy(update={"store": str(tmp_path / "s")})
     ingest([str(tmp_path / "long.txt")], s2)
-    rows = sorted(Store(s2.store).read("vectors_text").to_pylist(), key=lambda r: r["segment"])
+    rows = sorted(vectors_of(s2.store, "text").to_pylist(), key=lambda r: r["segment"])
     assert len(rows) > 3
     for r in rows:
         assert long[r["char_start"]:r["char_end"]] == r["text"]
@@ -154,12 +154,12 @@ def test_assets_by_stem_and_manifest_with_a_missing_file(tmp_path, tiny_clip_dir
     assert "does not exist" in errors[str(root / "photos" / "missing.jpg")]["message"]
     assert report.failed == 1
     caption_uri = f"{root / 'set.jsonl'}#row=0&col=caption"
-    assert caption_uri in {r["uri"] for r in store.read("vectors_clip").to_pylist()}  # captions are items
+    assert caption_uri in {r["uri"] for r in vectors_of(store, "clip").to_pylist()}  # captions are items
 
     import numpy as np
 
-    clip = {r["uri"]: np.asarray(r["vector"]) for r in store.read("vectors_clip").to_pylist()}
-    dog = next(r for r in store.read("assets_clip").to_pylist() if r["key"] == str(root / "dog"))
+    clip = {r["uri"]: np.asarray(r["vector"]) for r in vectors_of(store, "clip").to_pylist()}
+    dog = next(r for r in assets_of(store, "clip").to_pylist() if r["key"] == str(root / "dog"))
     expected = clip[str(root / "dog.jpg")] + clip[str(root / "dog.txt")]  # audio is not in clip
     expected /= np.linalg.norm(expected)
     assert dog["members_used"] == 2 and np.allclose(dog["vector"], expected, atol=1e-6)
@@ -174,7 +174,7 @@ def test_assets_by_stem_and_manifest_with_a_missing_file(tmp_path, tiny_clip_dir
     ingest([str(root)], settings)
     keys = {r["key"] for r in store.read("assets").to_pylist()}
     assert keys == {str(root / "dog"), f"{root / 'set.jsonl'}#cat"}
-    assert {r["key"] for r in store.read("assets_clip").to_pylist()} <= keys
+    assert {r["key"] for r in assets_of(store, "clip").to_pylist()} <= keys
 
 
 def test_python_api_and_cli_search_never_import_prefect(text_store):

@@ -12,14 +12,14 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_settings
+from conftest import make_settings, vectors_of, vtable
 from omnivec.pipeline.run import ingest
 from omnivec.query import search, search_vector
 from omnivec.store import Store
 
 
 def vectors(store_dir: Path) -> dict[str, dict]:
-    rows = Store(str(store_dir)).read("vectors_clip").to_pylist()
+    rows = vectors_of(str(store_dir), "clip").to_pylist()
     return {r["vector_id"]: r for r in rows}
 
 
@@ -47,7 +47,7 @@ def test_stored_vectors_equal_direct_open_clip(settings, corpus, tiny_clip_dir):
 def test_search_equals_numpy_brute_force(settings, corpus):
     ingest([str(corpus)], settings)
     store = Store(settings.store)
-    rows = store.read("vectors_clip").to_pylist()
+    rows = vectors_of(store, "clip").to_pylist()
     matrix = np.stack([r["vector"] for r in rows]).astype(np.float32)
     rng = np.random.default_rng(7)
     for _ in range(5):
@@ -73,12 +73,12 @@ def test_text_search_finds_exact_text(settings, corpus):
 def test_idempotent_rerun_changes_nothing(settings, corpus):
     first = ingest([str(corpus)], settings)
     store = Store(settings.store)
-    counts = {t: store.count(t) for t in ("items", "vectors_clip")}
+    counts = {t: store.count(t) for t in ("items", vtable(store, "clip"))}
     before = vectors(Path(settings.store))
     second = ingest([str(corpus)], settings)
     assert second.embedded == 0 and first.embedded == 24
     assert sum(c["unchanged"] for c in second.counts.values()) == 24
-    assert {t: store.count(t) for t in ("items", "vectors_clip")} == counts
+    assert {t: store.count(t) for t in ("items", vtable(store, "clip"))} == counts
     assert vectors(Path(settings.store)).keys() == before.keys()
 
 
@@ -121,9 +121,9 @@ def test_deleted_file_leaves_latest_version_but_stays_in_history(settings, corpu
     report = ingest([str(corpus)], settings)
     assert report.counts["image"]["deleted"] == 1
     store = Store(settings.store)
-    assert str(victim) not in {r["uri"] for r in store.read("vectors_clip").to_pylist()}
+    assert str(victim) not in {r["uri"] for r in vectors_of(store, "clip").to_pylist()}
     assert str(victim) not in {r["uri"] for r in store.read("items").to_pylist()}
-    old = store.db.open_table("vectors_clip")
+    old = store.db.open_table(vtable(store, "clip"))
     old.checkout(first.run_name)  # the first run's tag still holds it
     assert str(victim) in set(old.to_arrow().column("uri").to_pylist())
 
@@ -141,11 +141,11 @@ def test_other_roots_are_not_deleted(settings, corpus, tmp_path):
 def test_run_is_tagged_and_recorded(settings, corpus):
     report = ingest([str(corpus)], settings)
     store = Store(settings.store)
-    for name in ("items", "vectors_clip", "runs", "spaces"):
+    for name in ("items", vtable(store, "clip"), "runs", "spaces"):
         assert report.run_name in store.table(name).tags.list()
     runs = store.read("runs").to_pylist()
     assert [r["run_name"] for r in runs] == [report.run_name]
-    meta = store.table("vectors_clip").schema.metadata
+    meta = store.table(vtable(store, "clip")).schema.metadata
     assert b"omnivec.recipe" in meta and b"omnivec.space_id" in meta
 
 
@@ -163,7 +163,7 @@ def test_model_unavailable_leaves_items_pending_then_embeds(tmp_path, corpus, ti
     assert not later.unavailable and later.embedded == 24
     assert later.counts["image"]["resumed"] == 18
     assert {r["status"] for r in store.read("items").to_pylist()} == {"ok"}
-    assert store.count("vectors_clip") == 24
+    assert store.count(vtable(store, "clip")) == 24
 
 
 def test_default_model_offline_is_reported_unavailable(tmp_path, corpus):
@@ -176,17 +176,43 @@ def test_default_model_offline_is_reported_unavailable(tmp_path, corpus):
     assert {r["status"] for r in Store(settings.store).read("items").to_pylist()} == {"pending"}
 
 
-def test_space_mismatch_is_refused(settings, corpus, tmp_path):
+def test_a_new_model_is_a_new_space_beside_the_old(settings, corpus, tmp_path):
     from omnivec.errors import SpaceMismatchError
     from omnivec.testing import make_tiny_open_clip
 
     ingest([str(corpus)], settings)
     other = make_tiny_open_clip(tmp_path / "other-model", seed=1)
     changed = make_settings(Path(settings.store), other)
-    with pytest.raises(SpaceMismatchError, match="space_id"):
-        ingest([str(corpus)], changed)
-    with pytest.raises(SpaceMismatchError, match="space_id"):
+    with pytest.raises(SpaceMismatchError, match="space_id"):  # not embedded with this model yet
         search("red", settings=changed)
+    ingest([str(corpus)], changed)  # a new space, its own table; the old one is untouched
+    store = Store(settings.store)
+    spaces = store.space_rows("clip")
+    assert len(spaces) == 2 and len({r["space_id"] for r in spaces}) == 2
+    assert [store.count(r["table_name"]) for r in spaces] == [24, 24]
+    old = search("a red circle", k=3, settings=settings)
+    new = search("a red circle", k=3, settings=changed)
+    assert old[0].uri and new[0].uri and old[0].score != new[0].score  # both searchable, each in its own space
+    third = make_settings(Path(settings.store), make_tiny_open_clip(tmp_path / "third", seed=2))
+    with pytest.raises(SpaceMismatchError) as info:
+        search("red", settings=third)
+    assert all(r["space_id"] in str(info.value) for r in spaces)  # lists the spaces that exist
+
+
+def test_weights_changed_in_place_make_a_new_space_id(settings, corpus, tiny_clip_dir, tmp_path):
+    import shutil
+
+    from omnivec.encoders import clear_cache
+    from omnivec.pipeline.spaces import load_spaces
+    from omnivec.testing import make_tiny_open_clip
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_clip_dir, folder)
+    s = make_settings(tmp_path / "store2", folder)
+    first = load_spaces(s)["clip"].space_id
+    make_tiny_open_clip(folder, seed=5)  # same folder, same config, new weights
+    clear_cache()
+    assert load_spaces(s)["clip"].space_id != first
 
 
 def test_failed_model_load_leaves_logging_alone():

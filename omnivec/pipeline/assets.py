@@ -23,7 +23,7 @@ from omnivec.config import Settings
 from omnivec.encoders.base import l2_normalise
 from omnivec.pipeline.spaces import SpaceState
 from omnivec.sources import Discovery, item_id_for
-from omnivec.store.schema import ASSETS, asset_table_name, asset_vectors_schema, vectors_table_name
+from omnivec.store.schema import ASSETS, asset_table_name, asset_vectors_schema
 from omnivec.store.store import Store, sql_in
 
 
@@ -45,11 +45,11 @@ def groups(discovery: Discovery) -> list[tuple[str, str, list[tuple[str, str]]]]
     return out
 
 
-def _member_vectors(store: Store, space: str, item_ids: list[str]) -> dict[str, np.ndarray]:
+def _member_vectors(store: Store, table: str, item_ids: list[str]) -> dict[str, np.ndarray]:
     vecs: dict[str, list[np.ndarray]] = defaultdict(list)
     pooled: dict[str, np.ndarray] = {}
     for start in range(0, len(item_ids), 2000):
-        rows = store.read(vectors_table_name(space), ["item_id", "segment", "vector"],
+        rows = store.read(table, ["item_id", "segment", "vector"],
                           where=sql_in("item_id", item_ids[start : start + 2000])).to_pylist()
         for r in rows:
             v = np.asarray(r["vector"], dtype=np.float32)
@@ -79,7 +79,7 @@ def update_assets(store: Store, discovery: Discovery, states: dict[str, SpaceSta
     for start in range(0, len(gone), 2000):
         store.delete("assets", sql_in("asset_id", gone[start : start + 2000]))
     for name, st in states.items():
-        if len(st.modalities) < 2 or store.table(vectors_table_name(name)) is None:
+        if len(st.modalities) < 2 or st.table is None or store.table(st.table) is None:
             continue  # only joint spaces get asset vectors
         _write_space(store, name, st, rows, gone, settings.asset_weights, now)
     return len(rows)
@@ -87,9 +87,10 @@ def update_assets(store: Store, discovery: Discovery, states: dict[str, SpaceSta
 
 def _write_space(store: Store, space: str, st: SpaceState, rows: list[dict[str, Any]], gone: list[str],
                  weights: dict[str, float], now: datetime) -> None:
-    table = asset_table_name(space)
+    assert st.space_id is not None and st.table is not None
+    table = asset_table_name(space, st.space_id)
     ids = sorted({i for r in rows for i in r["member_ids"]})
-    member = _member_vectors(store, space, ids) if ids else {}
+    member = _member_vectors(store, st.table, ids) if ids else {}
     dim = st.dimension or next((v.shape[0] for v in member.values()), 0)
     out = []
     for r in rows:

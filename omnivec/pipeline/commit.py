@@ -14,7 +14,6 @@ import pyarrow as pa
 
 from omnivec.pipeline.batch import BatchResult
 from omnivec.pipeline.plan import Deleted
-from omnivec.store.schema import vectors_table_name
 from omnivec.store.store import Store, sql_in
 
 _CHUNK_IDS = 2000  # ids per IN (...) filter
@@ -26,8 +25,9 @@ def _chunks(ids: list[str], n: int = _CHUNK_IDS) -> Iterable[list[str]]:
 
 
 class Committer:
-    def __init__(self, store: Store, flush_rows: int = 4096) -> None:
+    def __init__(self, store: Store, tables: dict[str, str], flush_rows: int = 4096) -> None:
         self.store = store
+        self.tables = tables  # space name -> vector table of the identity this run writes
         self.flush_rows = flush_rows
         self._pending: list[BatchResult] = []
         self._rows = 0
@@ -52,9 +52,9 @@ class Committer:
             ids = sorted({i for r in results for i in r.replace.get(space, ())})
             tables = [r.vectors[space] for r in results if space in r.vectors]
             rows = pa.concat_tables(tables) if tables else None
-            name = vectors_table_name(space)
-            if self.store.table(name) is None:
-                continue  # space never loaded in this store: nothing to replace
+            name = self.tables.get(space)
+            if name is None or self.store.table(name) is None:
+                continue  # space not loaded in this run: nothing to replace
             if rows is not None and rows.num_rows:
                 self.store.upsert(name, rows, replace_where=sql_in("item_id", ids))
                 self.written[name] += rows.num_rows
@@ -83,15 +83,16 @@ class Committer:
         attempts = pa.array([prior.get(i, 0) + 1 for i in ids], pa.int32())
         return errors.set_column(errors.schema.get_field_index("attempts"), "attempts", attempts)
 
-    def delete(self, deleted: list[Deleted], spaces: Iterable[str]) -> None:
-        """Remove deleted files from the latest version (older versions keep them)."""
+    def delete(self, deleted: list[Deleted], tables: Iterable[str]) -> None:
+        """Remove deleted files from the latest version of every vector table (older versions, and
+        the run tags, keep them)."""
         ids = sorted(d.item_id for d in deleted)
         if not ids:
             return
         for part in _chunks(ids):
             where = sql_in("item_id", part)
-            for space in spaces:
-                self.store.delete(vectors_table_name(space), where)
+            for table in tables:
+                self.store.delete(table, where)
             self.store.delete("errors", where)
             self.store.delete("items", where)
         for d in deleted:

@@ -59,7 +59,7 @@ def make_plan(
     items = store.read("items", ["item_id", "uri", "modality", "content_hash", "size", "mtime_ns",
                                  "status", "first_run"]).to_pylist()
     known = {r["item_id"]: r for r in items}
-    embedded = {name: store.embedded_hashes(name) for name in spaces}
+    embedded = {name: store.embedded_hashes(name, st.space_id) if st.space_id else {} for name, st in spaces.items()}
     plan = Plan(problems=list(discovery.problems))
     seen: set[str] = set()
 

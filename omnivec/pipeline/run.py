@@ -68,13 +68,18 @@ def batches(plan: Plan, settings: Settings) -> Iterator[tuple[str, int, list[Wor
             yield modality, number, items[start : start + size]
 
 
+def tables_of(states: dict[str, SpaceState]) -> dict[str, str]:
+    """space name -> the vector table this run writes for it (loaded spaces only)."""
+    return {n: st.table for n, st in states.items() if st.table}
+
+
 def finish(ctx: RunContext, committer: Committer, discovery: Discovery, plan: Plan,
            states: dict[str, SpaceState]) -> RunReport:
     """Flush, remove deleted files, record discovery problems, write the run row, tag versions."""
     store = committer.store
     committer.flush()
-    spaces = [t[len("vectors_"):] for t in store.table_names() if t.startswith("vectors_")]
-    committer.delete(plan.deleted, spaces)
+    vector_tables = [t for _, _, t in store.vector_tables()]
+    committer.delete(plan.deleted, vector_tables)
     now = datetime.now(UTC)
     if plan.problems:
         rows: list[dict[str, Any]] = [{"error_id": f"{item_id_for(uri)}:*", "item_id": item_id_for(uri), "uri": uri,
@@ -87,8 +92,8 @@ def finish(ctx: RunContext, committer: Committer, discovery: Discovery, plan: Pl
     for modality, n in plan.unchanged.items():
         committer.counts.setdefault(modality, Counter())["unchanged"] += n
     update_assets(store, discovery, states, ctx.settings, ctx.run_id)
-    text_written = {t for t, n in committer.written.items() if n and t.startswith("vectors_")}
-    for table in sorted(text_written | ({f"vectors_{s}" for s in spaces} if plan.deleted else set())):
+    written = {t for t, n in committer.written.items() if n and t in vector_tables}
+    for table in sorted(written | (set(vector_tables) if plan.deleted else set())):
         store.refresh_text_index(table)
     report = RunReport(ctx.run_id, ctx.run_name, store.uri, committer.counts, committer.seconds,
                        unavailable={n: s.unavailable for n, s in states.items() if s.unavailable},
@@ -112,7 +117,7 @@ def ingest(sources: Sequence[str], settings: Settings, retry_errors: bool = Fals
     forwards are serialised per encoder, so decoding overlaps encoding), one writer commits."""
     ctx = new_run(settings, sources, run_name)
     discovery, states, plan = prepare(ctx, retry_errors)
-    committer = Committer(Store(settings.store, create=True))
+    committer = Committer(Store(settings.store, create=True), tables_of(states))
     progress = reporter()
     progress.start(plan.total_work, "ingest")
     try:

@@ -30,6 +30,10 @@ class SpaceState:
     def available(self) -> bool:
         return self.space_id is not None
 
+    @property
+    def table(self) -> str | None:
+        return vectors_table_name(self.name, self.space_id) if self.space_id else None
+
 
 def load_spaces(settings: Settings) -> dict[str, SpaceState]:
     """Load every enabled space's encoder once; a model that cannot load leaves its space
@@ -47,22 +51,23 @@ def load_spaces(settings: Settings) -> dict[str, SpaceState]:
 
 
 def register_spaces(store: Store, states: dict[str, SpaceState], settings: Settings) -> None:
-    """Check each loaded space against the store and create its table and `spaces` row."""
+    """Create each loaded space's table and `spaces` row. A model whose recipe differs from what a
+    name held before is a new space (new space_id, new table); the old one stays searchable."""
     now = datetime.now(UTC)
     rows = []
+    known = {r["space_id"] for r in store.space_rows()}
     for st in states.values():
         if not st.available:
             continue
         assert st.space_id is not None and st.dimension is not None
-        store.check_space(st.name, st.space_id, st.recipe)
         store.vectors_table(st.name, st.space_id, st.dimension, st.recipe)
-        if store.space_row(st.name) is None:
+        if st.space_id not in known:
             cfg = settings.spaces[st.name]
             rows.append({
                 "name": st.name, "space_id": st.space_id, "encoder": cfg.encoder,
                 "model": cfg.model, "pretrained": cfg.pretrained, "dimension": st.dimension,
                 "modalities": sorted(st.modalities), "recipe": json.dumps(st.recipe, sort_keys=True),
-                "table_name": vectors_table_name(st.name), "status": "active", "created_at": now,
+                "table_name": vectors_table_name(st.name, st.space_id), "status": "active", "created_at": now,
             })
     if rows:
         store.upsert("spaces", pa.Table.from_pylist(rows, schema=SPACES))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pyarrow as pa
 
 TS = pa.timestamp("us", tz="UTC")
@@ -72,7 +74,7 @@ ASSETS = pa.schema([
     pa.field("updated_at", TS),
 ])
 
-KEYS = {"items": "item_id", "errors": "error_id", "spaces": "name", "runs": "run_id", "assets": "asset_id"}
+KEYS = {"items": "item_id", "errors": "error_id", "spaces": "space_id", "runs": "run_id", "assets": "asset_id"}
 SCHEMAS = {"items": ITEMS, "errors": ERRORS, "spaces": SPACES, "runs": RUNS, "assets": ASSETS}
 
 
@@ -88,8 +90,8 @@ def asset_vectors_schema(dimension: int) -> pa.Schema:
     ])
 
 
-def asset_table_name(space: str) -> str:
-    return f"assets_{space}"
+def asset_table_name(space: str, space_id: str) -> str:
+    return f"assets_{space}_{space_id}"
 
 
 def vectors_schema(dimension: int, metadata: dict[str, str] | None = None) -> pa.Schema:
@@ -114,5 +116,15 @@ def vectors_schema(dimension: int, metadata: dict[str, str] | None = None) -> pa
     return pa.schema(fields, metadata=meta or None)
 
 
-def vectors_table_name(space: str) -> str:
-    return f"vectors_{space}"
+_VECTORS_TABLE = re.compile(r"^vectors_([a-z_][a-z0-9_]*)_([0-9a-f]{12})$")
+
+
+def vectors_table_name(space: str, space_id: str) -> str:
+    """One table per space *identity*: a new model under the same name gets a table of its own."""
+    return f"vectors_{space}_{space_id}"
+
+
+def parse_vectors_table(table: str) -> tuple[str, str] | None:
+    """(space name, space_id) of a vector table's name, or None for other tables."""
+    m = _VECTORS_TABLE.match(table)
+    return (m.group(1), m.group(2)) if m else None

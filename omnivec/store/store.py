@@ -11,8 +11,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from omnivec.errors import SpaceMismatchError, StoreError
-from omnivec.store.schema import KEYS, SCHEMAS, vectors_schema, vectors_table_name
+from omnivec.errors import StoreError
+from omnivec.store.schema import KEYS, SCHEMAS, parse_vectors_table, vectors_schema, vectors_table_name
 
 RECIPE_KEY = "omnivec.recipe"
 SPACE_ID_KEY = "omnivec.space_id"
@@ -146,29 +146,23 @@ class Store:
             tbl.delete(where)
 
     # -- spaces -------------------------------------------------------------------------------
-    def space_row(self, name: str) -> dict[str, Any] | None:
-        rows = self.read("spaces").to_pylist()
-        return next((r for r in rows if r["name"] == name), None)
+    def space_rows(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Rows of the `spaces` table (every identity a name ever had), oldest first."""
+        rows = [r for r in self.read("spaces").to_pylist() if name is None or r["name"] == name]
+        return sorted(rows, key=lambda r: (r["created_at"], r["space_id"]))
 
-    def check_space(self, name: str, space_id: str, recipe: dict[str, Any]) -> None:
-        """Refuse to mix vectors of two different recipes under one space name."""
-        row = self.space_row(name)
-        if row is None or row["space_id"] == space_id:
-            return
-        old = json.loads(row["recipe"])
-        raise SpaceMismatchError(
-            f"space {name!r} in store {self.uri} holds vectors of space_id {row['space_id']} "
-            f"({old.get('model')} / {old.get('pretrained')}), but the configured encoder is "
-            f"space_id {space_id} ({recipe.get('model')} / {recipe.get('pretrained')})",
-            [f"use the model that built the store: --model {old.get('model')} "
-             f"--pretrained {old.get('pretrained') or 'none'}",
-             "or build a separate store for the new model with --store DIR",
-             f"or register it under another space name in omnivec.toml ([spaces.{name}2])"],
-        )
+    def vector_tables(self) -> list[tuple[str, str, str]]:
+        """(space name, space_id, table name) of every vector table in the store."""
+        out = []
+        for table in self.table_names():
+            parsed = parse_vectors_table(table)
+            if parsed:
+                out.append((parsed[0], parsed[1], table))
+        return out
 
     def vectors_table(self, name: str, space_id: str, dimension: int, recipe: dict[str, Any]) -> Any:
         """The space's vector table, created with the recipe in its schema metadata."""
-        table_name = vectors_table_name(name)
+        table_name = vectors_table_name(name, space_id)
         tbl = self.table(table_name)
         want = vectors_schema(dimension)
         if tbl is None:
@@ -179,9 +173,9 @@ class Store:
             tbl.add_columns(pa.schema(missing))
         return tbl
 
-    def embedded_hashes(self, name: str) -> dict[str, str]:
+    def embedded_hashes(self, name: str, space_id: str) -> dict[str, str]:
         """item_id -> content_hash of the vectors a space holds (what is already embedded)."""
-        rows = self.read(vectors_table_name(name), ["item_id", "content_hash"])
+        rows = self.read(vectors_table_name(name, space_id), ["item_id", "content_hash"])
         if rows.num_rows == 0:
             return {}
         return dict(zip(rows.column("item_id").to_pylist(), rows.column("content_hash").to_pylist(),
