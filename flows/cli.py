@@ -17,7 +17,7 @@ from omnivec.config import Settings, load_settings
 from omnivec.errors import OmnivecError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Turn images and text into versioned vectors in a LanceDB store, and search them.")
+                  help="Turn images, text and audio into versioned vectors in a LanceDB store, and search them.")
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
@@ -154,6 +154,7 @@ def search(
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="number of results")] = 10,
     modality: Annotated[str | None, typer.Option("--modality", help="only results of this modality: image | text | audio")] = None,
     space: Annotated[str | None, typer.Option("--space", help="space to search (default: clap for audio, else clip)")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="search the store as a run (name), a version (number) or a time (ISO-8601) left it")] = None,
     where: Annotated[list[str] | None, typer.Option("--where", help="filter (repeatable): modality=M, uri=GLOB, after=ISO, before=ISO, run=NAME")] = None,
     hybrid: Annotated[bool, typer.Option("--hybrid", help="also rank text chunks by full-text (BM25) search and fuse")] = False,
     assets: Annotated[bool, typer.Option("--assets", help="return assets (grouped files) by their fused vectors")] = False,
@@ -172,11 +173,11 @@ def search(
         if assets:
             from omnivec.query_assets import search_assets
 
-            if where or hybrid or modality:
-                raise OmnivecError("--assets takes no --where, --hybrid or --modality")
+            if where or hybrid or modality or as_of:
+                raise OmnivecError("--assets takes no --where, --hybrid, --modality or --as-of")
             return search_assets(query, image=image, audio=audio, k=k, space=space, settings=s)
         return run_search(query, image=image, audio=audio, k=k, modality=modality, space=space, where=where,
-                          hybrid=hybrid, settings=s)
+                          hybrid=hybrid, as_of=as_of, settings=s)
 
     hits = _guard(body)
     if as_json:
@@ -267,6 +268,102 @@ def errors(store: StoreOpt = None, config: ConfigOpt = None,
         t.add_row(row["uri"], row["stage"], row["space"] or "", f"{row['error_class']}: {row['message']}",
                   str(row["attempts"]))
     out.print(t)
+
+
+spaces_app = typer.Typer(help="List spaces; retire or reactivate one.", invoke_without_command=True,
+                         no_args_is_help=False)
+app.add_typer(spaces_app, name="spaces")
+
+
+@spaces_app.callback()
+def spaces(ctx: typer.Context, store: StoreOpt = None, config: ConfigOpt = None,
+           as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every space identity in the store: name, space_id, model, dimension, rows, status, created."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    def body() -> list[dict[str, Any]]:
+        from omnivec.status import list_spaces
+
+        return list_spaces(_settings(config, store).store)
+
+    rows = _guard(body)
+    if as_json:
+        print(json.dumps(rows, default=str))
+        return
+    t = Table(title="spaces")
+    for col in ("name", "space_id", "model", "pretrained", "dimension", "rows", "status", "created"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(r["name"], r["space_id"], r["model"], str(r["pretrained"]), str(r["dimension"]), str(r["rows"]),
+                  r["status"], str(r["created"])[:19])
+    out.print(t)
+
+
+def _set_status(space_id: str, status: str, store: str | None, config: Path | None) -> None:
+    def body() -> dict[str, Any]:
+        from omnivec.store import Store
+
+        return Store(_settings(config, store).store).set_space_status(space_id, status)
+
+    row = _guard(body)
+    out.print(f"space {row['name']} {row['space_id']} ({row['model']}) is now {status}", highlight=False)
+
+
+@spaces_app.command("retire")
+def spaces_retire(space_id: Annotated[str, typer.Argument(help="space_id (or a unique prefix)")],
+                  store: StoreOpt = None, config: ConfigOpt = None) -> None:
+    """Stop searching a space; its vectors and history stay (undo with `spaces activate`)."""
+    _set_status(space_id, "retired", store, config)
+
+
+@spaces_app.command("activate")
+def spaces_activate(space_id: Annotated[str, typer.Argument(help="space_id (or a unique prefix)")],
+                    store: StoreOpt = None, config: ConfigOpt = None) -> None:
+    """Make a retired space searchable again."""
+    _set_status(space_id, "active", store, config)
+
+
+@app.command()
+def runs(store: StoreOpt = None, config: ConfigOpt = None,
+         limit: Annotated[int, typer.Option("--limit", min=1)] = 20,
+         as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Runs, newest first: name, time, counts and the tables tagged with the run's name."""
+
+    def body() -> list[dict[str, Any]]:
+        from omnivec.status import list_runs
+
+        return list_runs(_settings(config, store).store)[:limit]
+
+    rows = _guard(body)
+    if as_json:
+        print(json.dumps(rows, default=str))
+        return
+    t = Table(title="runs")
+    for col in ("run", "status", "ended", "seconds", "counts", "tagged tables"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        counts = "; ".join(f"{m}: " + ", ".join(f"{k} {v}" for k, v in c.items() if v) if isinstance(c, dict)
+                           else f"{m}: {c}" for m, c in r["counts"].items())
+        t.add_row(r["run_name"], r["status"], str(r["ended_at"])[:19], f"{r['seconds']:.1f}", counts,
+                  str(len(r["tagged_tables"])))
+    out.print(t)
+
+
+@app.command()
+def restore(to: Annotated[str, typer.Option("--to", help="the run to roll back to (see `omnivec runs`)")],
+            store: StoreOpt = None, config: ConfigOpt = None) -> None:
+    """Roll every table back to a run's versions, as new versions: history is never destroyed."""
+
+    def body() -> tuple[str, dict[str, int]]:
+        from omnivec.store import Store
+        from omnivec.store.history import restore as run_restore
+
+        return run_restore(Store(_settings(config, store).store), to)
+
+    tag, restored = _guard(body)
+    out.print(f"restored {len(restored)} tables to run {to} (recorded as run {tag}; "
+              f"{sum(1 for v in restored.values() if v == 0)} tables created later were emptied)", highlight=False)
 
 
 @app.command("sample-corpus")

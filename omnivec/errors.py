@@ -39,6 +39,10 @@ class SpaceMismatchError(OmnivecError):
     """A query or ingest uses a space whose recipe differs from what the store holds."""
 
 
+class SpaceRetiredError(OmnivecError):
+    """The configured model's space was retired: it is kept, but not searched."""
+
+
 class UnknownEncoderError(OmnivecError, KeyError):
     """No encoder is registered under the requested name."""
 

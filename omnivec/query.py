@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 
 from omnivec.config import Settings, load_settings
 from omnivec.encoders import encoder_class, load_encoder
-from omnivec.errors import DecodeError, OmnivecError, SpaceMismatchError
+from omnivec.errors import DecodeError, OmnivecError, SpaceMismatchError, SpaceRetiredError
 from omnivec.filters import parse_filters, to_sql
 from omnivec.fusion import rrf
 from omnivec.media import decode_image, read_file
+from omnivec.store.history import check_run, open_as_of, parse_as_of
 from omnivec.store.schema import vectors_table_name
 from omnivec.store.store import Store
 
@@ -49,15 +51,29 @@ class Hit:
         return asdict(self)
 
 
-def space_table(store: Store, space: str, space_id: str | None = None) -> tuple[Any, str]:
+def space_table(store: Store, space: str, space_id: str | None = None,
+                as_of: int | str | datetime | None = None) -> tuple[Any, str]:
     """(table, space_id) for a space identity; without ``space_id``, the newest active one of the name.
+    With ``as_of``, the table as that run, version or time left it.
 
     A space_id the store has no vectors for is refused with the spaces that exist and how to pick one.
     """
-    rows = [r for r in store.space_rows(space) if r["status"] == "active"]
-    if space_id is None and rows:
-        space_id = rows[-1]["space_id"]
-    tbl = store.table(vectors_table_name(space, space_id)) if space_id else None
+    rows = store.space_rows(space)
+    active = [r for r in rows if r["status"] == "active"]
+    if space_id is None and active:
+        space_id = active[-1]["space_id"]
+    retired = next((r for r in rows if r["space_id"] == space_id and r["status"] != "active"), None)
+    if retired is not None:
+        raise SpaceRetiredError(f"space {space!r} {space_id} ({retired['model']}) is {retired['status']}",
+                                ["search with the model of an active space (`omnivec spaces` lists them)",
+                                 f"or make it searchable again: omnivec spaces activate {space_id}"])
+    name = vectors_table_name(space, space_id) if space_id else None
+    if name is not None and as_of is not None:
+        tbl = open_as_of(store, name, as_of)
+        if tbl is None:
+            raise OmnivecError(f"space {space!r} {space_id} had no vectors as of {as_of}")
+        return tbl, space_id or ""
+    tbl = store.table(name) if name else None
     if tbl is not None:
         return tbl, space_id or ""
     have = [f"{r['name']} {r['space_id']} ({r['model']} / {r['pretrained']}, {r['status']})"
@@ -104,9 +120,10 @@ def _ranked(run: Any, k: int, per_file: bool) -> list[dict[str, Any]]:
 
 
 def search_vector(store: Store, space: str, vector: np.ndarray, k: int = 10, modality: str | None = None,
-                  per_file: bool = True, where_sql: str | None = None, space_id: str | None = None) -> list[Hit]:
+                  per_file: bool = True, where_sql: str | None = None, space_id: str | None = None,
+                  as_of: int | str | datetime | None = None) -> list[Hit]:
     """Exact cosine top-k over one space's chunks and windows (each file once, by its best segment)."""
-    tbl, _ = space_table(store, space, space_id)
+    tbl, _ = space_table(store, space, space_id, as_of)
     where = _where(modality, where_sql)
     vec = np.asarray(vector, dtype=np.float32)
 
@@ -118,9 +135,10 @@ def search_vector(store: Store, space: str, vector: np.ndarray, k: int = 10, mod
 
 
 def search_text_index(store: Store, space: str, query: str, k: int = 10, modality: str | None = None,
-                      where_sql: str | None = None, space_id: str | None = None) -> list[Hit]:
+                      where_sql: str | None = None, space_id: str | None = None,
+                      as_of: int | str | datetime | None = None) -> list[Hit]:
     """BM25 full-text search over a space's text chunks (needs its full-text index)."""
-    tbl, _ = space_table(store, space, space_id)
+    tbl, _ = space_table(store, space, space_id, as_of)
     where = _where(modality, where_sql)
 
     def run(n: int) -> list[dict[str, Any]]:
@@ -183,7 +201,8 @@ def searchable_spaces(settings: Settings, store: Store, query_modality: str, res
 def search(query: str | None = None, *, image: str | os.PathLike[str] | None = None,
            audio: str | os.PathLike[str] | None = None, k: int = 10, modality: str | None = None,
            space: str | None = None, where: list[str] | None = None, hybrid: bool = False,
-           settings: Settings | None = None, store: str | None = None, per_file: bool = True) -> list[Hit]:
+           as_of: str | None = None, settings: Settings | None = None, store: str | None = None,
+           per_file: bool = True) -> list[Hit]:
     """Search the store with a text query, an image file or an audio file. Usable without Prefect::
 
         from omnivec import search
@@ -192,7 +211,8 @@ def search(query: str | None = None, *, image: str | os.PathLike[str] | None = N
 
     ``space`` restricts the search to one space; ``where`` takes filters such as ``modality=image``,
     ``uri=GLOB``, ``after=ISO``, ``before=ISO``, ``run=RUN_NAME``; ``hybrid`` adds BM25 full-text
-    ranking over text chunks to the fusion.
+    ranking over text chunks to the fusion; ``as_of`` (a run name, a version number or an ISO time)
+    searches the store as it was then.
     """
     if sum(x is not None for x in (query, image, audio)) != 1:
         raise OmnivecError("give exactly one of: a text query, an image file, an audio file")
@@ -216,14 +236,27 @@ def search(query: str | None = None, *, image: str | os.PathLike[str] | None = N
     runs = st.read("runs", ["run_name", "run_id"]).to_pylist()
     where_sql = to_sql(parse_filters(list(where or []), {r["run_name"]: r["run_id"] for r in runs}))
     lists: dict[str, list[Hit]] = {}
+    when = parse_as_of(as_of) if as_of is not None else None
+    if isinstance(when, str):
+        check_run(st, when)
     ids: dict[str, str] = {}
+    retired: list[SpaceRetiredError] = []
     for name in spaces:
-        vector, ids[name] = encode_query(st, name, settings, query, image, audio)
-        lists[name] = search_vector(st, name, vector, k, modality, per_file, where_sql, ids[name])
+        try:
+            vector, ids[name] = encode_query(st, name, settings, query, image, audio)
+        except SpaceRetiredError as exc:
+            if space is not None:
+                raise
+            retired.append(exc)  # searching every space: a retired one is simply left out
+            continue
+        lists[name] = search_vector(st, name, vector, k, modality, per_file, where_sql, ids[name], when)
+    if not ids and retired:
+        raise retired[0]
+    spaces = [n for n in spaces if n in ids]
     if hybrid and query is not None:
         for name in spaces:
             if encoder_class(settings.spaces[name].encoder).modalities >= {"text"}:
-                lists[f"fts:{name}"] = search_text_index(st, name, query, k, modality, where_sql, ids[name])
+                lists[f"fts:{name}"] = search_text_index(st, name, query, k, modality, where_sql, ids[name], when)
                 break  # one full-text list: text chunks are the same files in every space
     return fuse(lists, k)
 

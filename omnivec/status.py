@@ -26,3 +26,29 @@ def store_errors(uri: str, limit: int = 50) -> list[dict[str, Any]]:
     rows = Store(uri).read("errors").to_pylist()
     rows.sort(key=lambda r: (r["created_at"], r["uri"]), reverse=True)
     return rows[:limit]
+
+
+def list_spaces(uri: str) -> list[dict[str, Any]]:
+    """Every space identity: name, space_id, model, dimension, rows, status, created."""
+    store = Store(uri)
+    return [{"name": r["name"], "space_id": r["space_id"], "encoder": r["encoder"], "model": r["model"],
+             "pretrained": r["pretrained"], "dimension": r["dimension"], "rows": store.count(r["table_name"]),
+             "status": r["status"], "created": r["created_at"], "table": r["table_name"]}
+            for r in store.space_rows()]
+
+
+def list_runs(uri: str) -> list[dict[str, Any]]:
+    """Runs, newest first: name, times, counts and the tables tagged with the run's name."""
+    import json
+
+    store = Store(uri)
+    tagged: dict[str, list[str]] = {}
+    for name in store.table_names():
+        tbl = store.table(name)
+        for tag in (tbl.tags.list() if tbl is not None else {}):
+            tagged.setdefault(tag, []).append(name)
+    runs = sorted(store.read("runs").to_pylist(), key=lambda r: r["started_at"], reverse=True)
+    return [{"run_name": r["run_name"], "run_id": r["run_id"], "status": r["status"],
+             "started_at": r["started_at"], "ended_at": r["ended_at"], "seconds": r["seconds"],
+             "sources": json.loads(r["sources"] or "[]"), "counts": json.loads(r["counts"] or "{}"),
+             "tagged_tables": sorted(tagged.get(r["tag"] or r["run_name"], []))} for r in runs]

@@ -17,6 +17,7 @@ from omnivec.store.schema import KEYS, SCHEMAS, parse_vectors_table, vectors_sch
 RECIPE_KEY = "omnivec.recipe"
 SPACE_ID_KEY = "omnivec.space_id"
 _ID = re.compile(r"^[0-9a-f]{8,64}$")
+_ID_PREFIX = re.compile(r"^[0-9a-f]{4,64}$")
 
 
 def sql_in(column: str, ids: Iterable[str]) -> str:
@@ -150,6 +151,21 @@ class Store:
         """Rows of the `spaces` table (every identity a name ever had), oldest first."""
         rows = [r for r in self.read("spaces").to_pylist() if name is None or r["name"] == name]
         return sorted(rows, key=lambda r: (r["created_at"], r["space_id"]))
+
+    def set_space_status(self, space_id: str, status: str) -> dict[str, Any]:
+        """Mark a space ``active`` or ``retired`` (its table and history stay); returns its row."""
+        if status not in ("active", "retired"):
+            raise ValueError(f"unknown space status {status!r}")
+        matches = [r for r in self.space_rows() if r["space_id"].startswith(space_id)] if _ID_PREFIX.match(space_id) \
+            else []
+        if len(matches) != 1:
+            have = ", ".join(f"{r['name']} {r['space_id']}" for r in self.space_rows()) or "none"
+            raise StoreError(f"{'no' if not matches else 'more than one'} space matches {space_id!r} "
+                             f"(spaces: {have})")
+        tbl = self.table("spaces")
+        assert tbl is not None
+        tbl.update(where=f"space_id = '{matches[0]['space_id']}'", values={"status": status})
+        return {**matches[0], "status": status}
 
     def vector_tables(self) -> list[tuple[str, str, str]]:
         """(space name, space_id, table name) of every vector table in the store."""

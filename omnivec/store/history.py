@@ -1,0 +1,114 @@
+"""Time travel over a store: read tables as a run, a version or a moment left them; roll back.
+
+Every run tags the latest version of every table with its run name, so a run is a consistent
+snapshot across tables. A version number refers to each table's own version counter; a time picks,
+per table, the newest version committed at or before it.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from omnivec.errors import OmnivecError
+from omnivec.store.store import Store
+
+_RUN = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,127}$")
+
+
+def parse_as_of(value: str) -> int | str | datetime:
+    """``RUN`` (a tag), ``VERSION`` (an integer) or an ISO-8601 time (naive means UTC)."""
+    value = value.strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        t = datetime.fromisoformat(value)
+        return t if t.tzinfo else t.replace(tzinfo=UTC)
+    except ValueError:
+        pass
+    if _RUN.match(value):
+        return value
+    raise OmnivecError(f"--as-of {value!r} is neither a run name, a version number nor an ISO-8601 time",
+                       ["list runs with `omnivec runs`", "or give a time such as 2026-11-28T15:00:00"])
+
+
+def _version_at(tbl: Any, when: datetime) -> int | None:
+    best = None
+    for v in tbl.list_versions():
+        ts = v["timestamp"]
+        ts = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+        if ts <= when and (best is None or v["version"] > best):
+            best = int(v["version"])
+    return best
+
+
+def open_as_of(store: Store, table: str, as_of: int | str | datetime) -> Any | None:
+    """A fresh handle on ``table`` checked out as of ``as_of``; None when the table did not exist then."""
+    if table not in store.table_names():
+        return None
+    tbl = store.db.open_table(table)
+    if isinstance(as_of, datetime):
+        version = _version_at(tbl, as_of)
+        if version is None:
+            return None
+        tbl.checkout(version)
+    elif isinstance(as_of, str):
+        if as_of not in tbl.tags.list():
+            return None
+        tbl.checkout(as_of)
+    else:
+        if as_of > int(tbl.version) or as_of < 1:
+            raise OmnivecError(f"table {table} has versions 1..{tbl.version}, not {as_of}")
+        tbl.checkout(as_of)
+    return tbl
+
+
+def check_run(store: Store, run: str) -> None:
+    names = [r["run_name"] for r in store.read("runs", ["run_name"]).to_pylist()]
+    if run not in names:
+        raise OmnivecError(f"store {store.uri} has no run named {run!r}",
+                           [f"pick one of: {', '.join(sorted(names)[-10:]) or 'none yet'} (`omnivec runs`)"])
+
+
+def restore(store: Store, run: str) -> tuple[str, dict[str, int]]:
+    """Roll every table back to the versions tagged ``run``, each as a new version (history stays).
+
+    Tables created after that run are emptied (also as a new version); the `runs` log is not rolled
+    back. The restore is recorded as a run of its own (status ``restored``) and its state tagged with that run's name.
+    Returns (the restore's run name, table -> version restored from, 0 for emptied tables).
+    """
+    import json
+    import secrets
+
+    import pyarrow as pa
+
+    from omnivec.store.schema import RUNS
+
+    check_run(store, run)
+    started = datetime.now(UTC)
+    run_id = secrets.token_hex(8)
+    tag = f"restore-{started:%Y%m%d-%H%M%S}-{run_id[:4]}"
+    restored: dict[str, int] = {}
+    for name in store.table_names():
+        if name == "runs":
+            continue  # the run log is append-only: the restore is added to it below
+        tbl = store.table(name)
+        assert tbl is not None
+        tags = tbl.tags.list()
+        if run in tags:
+            version = int(tags[run]["version"])
+            if version != int(tbl.version):
+                tbl.restore(run)
+            restored[name] = version
+        else:
+            tbl.delete("true")
+            restored[name] = 0
+    ended = datetime.now(UTC)
+    store.upsert("runs", pa.Table.from_pylist([{
+        "run_id": run_id, "run_name": tag, "started_at": started, "ended_at": ended, "status": "restored",
+        "sources": json.dumps([]), "counts": json.dumps({"restored_from": run}),
+        "versions": json.dumps(store.versions()), "tag": tag,
+        "seconds": (ended - started).total_seconds()}], schema=RUNS))
+    store.tag_all(tag)
+    return tag, restored

@@ -1,0 +1,126 @@
+"""Time travel, restore, retiring spaces, and the spaces/runs listings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from conftest import vectors_of, vtable
+from omnivec.errors import OmnivecError
+from omnivec.pipeline.run import ingest
+from omnivec.query import search
+from omnivec.store import Store
+from omnivec.store.history import restore
+
+
+def _snapshot(hits):
+    return [(h.uri, round(h.score, 6)) for h in hits]
+
+
+def _rows(store, space):
+    return sorted((r["vector_id"], tuple(r["vector"])) for r in vectors_of(store, space).to_pylist())
+
+
+def test_as_of_search_returns_the_old_results(settings, corpus):
+    first = ingest([str(corpus)], settings)
+    before = _snapshot(search("a steam train", k=24, settings=settings))
+    store = Store(settings.store)
+    version_then = int(store.table(vtable(store, "clip")).version)
+    time.sleep(0.05)
+    moment = datetime.now(UTC)
+    time.sleep(0.05)
+    (corpus / "texts" / "trains.md").write_text("completely different words about cheese")
+    next(iter(sorted((corpus / "images").iterdir()))).unlink()
+    later = ingest([str(corpus)], settings)
+    now = _snapshot(search("a steam train", k=24, settings=settings))
+    assert now != before and len(now) == 23
+    assert _snapshot(search("a steam train", k=24, settings=settings, as_of=first.run_name)) == before
+    assert _snapshot(search("a steam train", k=24, settings=settings, as_of=str(version_then))) == before
+    assert _snapshot(search("a steam train", k=24, settings=settings, as_of=moment.isoformat())) == before
+    assert _snapshot(search("a steam train", k=24, settings=settings, as_of=later.run_name)) == now
+    with pytest.raises(OmnivecError, match="no run named"):
+        search("x", settings=settings, as_of="no-such-run")
+
+
+def test_restore_is_a_new_version_equal_to_the_tag(settings, corpus):
+    first = ingest([str(corpus)], settings)
+    store = Store(settings.store)
+    at_first = _rows(store, "clip")
+    (corpus / "texts" / "ocean.txt").write_text("a new text about mountains")
+    (corpus / "texts" / "extra.txt").write_text("one more file")
+    ingest([str(corpus)], settings)
+    changed = _rows(store, "clip")
+    assert changed != at_first
+    table = store.table(vtable(store, "clip"))
+    version_before = int(table.version)
+    tag, restored = restore(store, first.run_name)
+    table.checkout_latest()
+    assert int(table.version) > version_before  # rolled back forward: history is kept
+    assert _rows(store, "clip") == at_first
+    assert store.count("items") == 24
+    old = store.db.open_table(table.name)
+    old.checkout(version_before)  # the later state is still in history
+    assert sorted((r["vector_id"], tuple(r["vector"])) for r in old.to_arrow().to_pylist()) == changed
+    runs = {r["run_name"]: r for r in store.read("runs").to_pylist()}
+    assert runs[tag]["status"] == "restored" and len(runs) == 3  # the run log is not rolled back
+    assert tag in table.tags.list()
+
+
+def test_retired_space_is_not_searched_until_activated(settings, corpus):
+    ingest([str(corpus)], settings)
+    store = Store(settings.store)
+    sid = store.space_rows("clip")[0]["space_id"]
+    store.set_space_status(sid[:6], "retired")
+    with pytest.raises(OmnivecError, match="retired"):
+        search("a red circle", settings=settings, space="clip")
+    with pytest.raises(OmnivecError, match="retired"):  # the only space: nothing left to search
+        search("a red circle", settings=settings)
+    store.set_space_status(sid, "active")
+    assert search("a red circle", k=1, settings=settings)
+
+
+def test_cli_spaces_runs_restore_and_as_of(tmp_path, corpus, tiny_clip_dir):
+    flags = ["--store", str(tmp_path / "store"), "--model", f"local-dir:{tiny_clip_dir}"]
+    env = {**os.environ, "OMNIVEC_SPACES__TEXT__ENABLED": "false", "OMNIVEC_SPACES__CLAP__ENABLED": "false"}
+    cwd = Path(__file__).resolve().parents[1]
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True,
+                              env=env, cwd=cwd, timeout=300)
+
+    assert cli("ingest", str(corpus), *flags, "--local").returncode == 0
+    (corpus / "texts" / "cooking.txt").unlink()
+    assert cli("ingest", str(corpus), *flags, "--local").returncode == 0
+    runs = json.loads(cli("runs", "--store", flags[1], "--json").stdout)
+    assert len(runs) == 2 and runs[0]["counts"]["text"]["deleted"] == 1
+    assert "items" in runs[1]["tagged_tables"]
+    spaces = json.loads(cli("spaces", "--store", flags[1], "--json").stdout)
+    assert [(s["name"], s["rows"], s["status"]) for s in spaces] == [("clip", 23, "active")]
+    old = json.loads(cli("search", "bread", *flags, "--as-of", runs[1]["run_name"], "-k", "30", "--json").stdout)
+    assert any(h["uri"].endswith("cooking.txt") for h in old)
+    res = cli("restore", "--to", runs[1]["run_name"], "--store", flags[1])
+    assert res.returncode == 0 and "restored" in res.stdout
+    assert json.loads(cli("spaces", "--store", flags[1], "--json").stdout)[0]["rows"] == 24
+    res = cli("spaces", "retire", spaces[0]["space_id"], "--store", flags[1])
+    assert res.returncode == 0 and "retired" in res.stdout
+    res = cli("search", "bread", *flags)
+    assert res.returncode == 2 and "retired" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_retired_space_is_left_out_of_a_multi_space_search(tmp_path, corpus, tiny_clip_dir, tiny_clap_dir):
+    from conftest import make_settings
+
+    settings = make_settings(tmp_path / "store", tiny_clip_dir, tiny_clap_dir)
+    ingest([str(corpus / "texts")], settings)
+    assert set(search("bread", k=3, settings=settings)[0].ranks) == {"clip", "clap"}
+    store = Store(settings.store)
+    store.set_space_status(store.space_rows("clap")[0]["space_id"], "retired")
+    hits = search("bread", k=3, settings=settings)
+    assert hits and all(set(h.ranks) == {"clip"} for h in hits)
