@@ -123,7 +123,7 @@ def ingest(
     if as_json:
         print(json.dumps({"run_name": report.run_name, "run_id": report.run_id, "store": report.store,
                           "modalities": report.rows(), "failed": report.failed,
-                          "embedded": report.embedded, "unavailable": report.unavailable,
+                          "embedded": report.embedded, "unavailable": report.unavailable, "drift": report.drift,
                           "seconds": round(report.wall_seconds, 3)}))
     else:
         _print_report(report)
@@ -141,6 +141,10 @@ def _print_report(report: Any) -> None:
     out.print(table)
     for space, reason in report.unavailable.items():
         err.print(f"[yellow]space {space} unavailable; its items stay pending.[/]\n{reason}", highlight=False)
+    for space in report.drifted:
+        d = report.drift[space]
+        err.print(f"[yellow]drift canary: space {space} re-embedded {d['segments']} stored segments, min cosine "
+                  f"{d['min_cosine']}: vectors are no longer computed the way they were stored.[/]", highlight=False)
     out.print(f"embedded {report.embedded}, failed {report.failed} "
               f"(errors in store: {report.errors_total}; see `omnivec errors`), "
               f"{report.wall_seconds:.1f} s, store {report.store}", highlight=False)

@@ -91,6 +91,9 @@ def ingest_flow(sources: list[str], settings: dict[str, Any] | None = None,
     rows = report.rows()
     if rows:
         create_table_artifact(rows, key="ingest-modalities", description="per-modality counts")
+    for space in report.drifted:
+        logger.warning("drift canary: space %s min cosine %s over %s stored segments", space,
+                       report.drift[space]["min_cosine"], report.drift[space]["segments"])
     logger.info("embedded %d, failed %d, unchanged %d, deleted %d in %.1f s",
                 report.embedded, report.failed,
                 sum(c["unchanged"] for c in report.counts.values()),

@@ -77,6 +77,8 @@ class Settings(BaseModel):
     max_image_pixels: int = Field(default=89_478_485, ge=1)
     max_text_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
     max_image_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+    canary_sample: int = Field(default=4, ge=0, description="stored items per modality re-embedded each run (0: off)")
+    canary_tolerance: float = Field(default=0.999, gt=0, le=1, description="lowest cosine the canary accepts")
     asset_weights: dict[str, float] = Field(
         default_factory=lambda: {"image": 1.0, "text": 1.0, "audio": 1.0},
         description="weight of each member modality in an asset's fused vector")

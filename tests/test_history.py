@@ -124,3 +124,25 @@ def test_a_retired_space_is_left_out_of_a_multi_space_search(tmp_path, corpus, t
     store.set_space_status(store.space_rows("clap")[0]["space_id"], "retired")
     hits = search("bread", k=3, settings=settings)
     assert hits and all(set(h.ranks) == {"clip"} for h in hits)
+
+
+def test_drift_canary_is_quiet_then_fires_when_preprocessing_changes_behind_the_store(settings, corpus):
+    from torchvision import transforms
+
+    from omnivec.encoders import load_encoder
+
+    first = ingest([str(corpus)], settings)
+    assert first.drift["clip"]["ok"] and first.drift["clip"]["min_cosine"] >= 0.9999
+    assert first.drift["clip"]["items"] == 8  # 4 images + 4 texts
+    enc = load_encoder(settings.spaces["clip"], settings.device)
+    original = enc.preprocess
+    try:  # same recipe, same space_id, but images now lose their colour before the model sees them
+        enc.preprocess = transforms.Compose([transforms.Grayscale(num_output_channels=3), original])
+        second = ingest([str(corpus)], settings)
+    finally:
+        enc.preprocess = original
+    assert second.embedded == 0
+    assert second.drifted == ["clip"] and second.drift["clip"]["min_cosine"] < 0.999
+    assert "Drift canary" in second.to_markdown()
+    quiet = ingest([str(corpus)], settings.model_copy(update={"canary_sample": 0}))
+    assert quiet.drift == {}

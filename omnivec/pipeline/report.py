@@ -21,6 +21,11 @@ class RunReport:
     errors_total: int = 0
     tagged: dict[str, int] = field(default_factory=dict)
     skipped: int = 0
+    drift: dict[str, dict[str, Any]] = field(default_factory=dict)  # space -> canary result
+
+    @property
+    def drifted(self) -> list[str]:
+        return [s for s, d in self.drift.items() if not d["ok"]]
 
     @property
     def failed(self) -> int:
@@ -53,6 +58,11 @@ class RunReport:
             lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
             lines += ["| " + " | ".join("" if r[h] is None else str(r[h]) for h in head) + " |"
                       for r in rows]
+        for space in self.drifted:
+            d = self.drift[space]
+            lines += ["", f"**Drift canary: space `{space}` re-embedded {d['segments']} stored segments with "
+                      f"min cosine {d['min_cosine']}**: something changed how this space computes vectors "
+                      "(library, preprocessing, precision) without changing its recipe."]
         for space, reason in self.unavailable.items():
             lines += ["", f"**Space `{space}` unavailable**; its items stay pending.", "", "```",
                       reason, "```"]

@@ -21,6 +21,7 @@ import pyarrow as pa
 from omnivec.config import Settings
 from omnivec.pipeline.assets import update_assets
 from omnivec.pipeline.batch import BatchResult, process_batch
+from omnivec.pipeline.canary import check_drift
 from omnivec.pipeline.commit import Committer
 from omnivec.pipeline.plan import Plan, WorkItem, make_plan
 from omnivec.pipeline.report import RunReport
@@ -98,6 +99,7 @@ def finish(ctx: RunContext, committer: Committer, discovery: Discovery, plan: Pl
     report = RunReport(ctx.run_id, ctx.run_name, store.uri, committer.counts, committer.seconds,
                        unavailable={n: s.unavailable for n, s in states.items() if s.unavailable},
                        skipped=discovery.skipped)
+    report.drift = check_drift(store, states, ctx.settings)
     report.wall_seconds = time.perf_counter() - ctx.t0
     versions = store.versions()
     run_row = {"run_id": ctx.run_id, "run_name": ctx.run_name, "started_at": ctx.started_at,
