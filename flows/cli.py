@@ -370,6 +370,40 @@ def restore(to: Annotated[str, typer.Option("--to", help="the run to roll back t
               f"{sum(1 for v in restored.values() if v == 0)} tables created later were emptied)", highlight=False)
 
 
+@app.command()
+def maintain(store: StoreOpt = None, config: ConfigOpt = None,
+             retention_days: Annotated[float, typer.Option("--retention-days", min=0, help="keep untagged versions younger than this")] = 30.0,
+             index_threshold: Annotated[int, typer.Option("--index-threshold", min=1, help="build an ANN index on vector tables with at least this many rows")] = 100_000,
+             local: Annotated[bool, typer.Option("--local", help="run without Prefect")] = False,
+             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Compact tables, build/refresh indices, remove untagged versions past the retention period."""
+
+    def body() -> list[dict[str, Any]]:
+        from omnivec.store import Store
+
+        uri = Store(_settings(config, store).store).uri
+        if local:
+            from omnivec.maintenance import maintain as run_local
+
+            return [r.to_dict() for r in run_local(uri, retention_days, index_threshold)]
+        from flows.maintain import maintain_flow
+
+        return maintain_flow(store=uri, retention_days=retention_days, index_threshold=index_threshold)
+
+    rows = _guard(body)
+    if as_json:
+        print(json.dumps(rows))
+        return
+    t = Table(title="maintain")
+    for col in ("table", "rows", "fragments", "versions", "vector index", "bytes freed", "s"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["table"], str(r["rows"]), f"{r['fragments_before']} -> {r['fragments_after']}",
+                  f"{r['versions_before']} -> {r['versions_after']}", r["vector_index"], f"{r['bytes_removed']:,}",
+                  f"{r['seconds']:.2f}")
+    out.print(t)
+
+
 @app.command("sample-corpus")
 def sample_corpus(folder: Annotated[Path, typer.Argument(help="where to write the corpus")]) -> None:
     """Write a small generated corpus (shape images, short texts) to FOLDER."""
