@@ -371,6 +371,40 @@ def restore(to: Annotated[str, typer.Option("--to", help="the run to roll back t
 
 
 @app.command()
+def reembed(
+    space: Annotated[str, typer.Option("--space", help="the space to re-embed (clip, clap, text...)")],
+    model: Annotated[str, typer.Option("--model", help="the new model (what the space's encoder accepts)")],
+    pretrained: PretrainedOpt = None,
+    store: StoreOpt = None, device: DeviceOpt = None, config: ConfigOpt = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1)] = None,
+    local: Annotated[bool, typer.Option("--local", help="run without Prefect")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Encode every stored item of a space's modalities into a new space; resumable, the old space stays."""
+
+    def body() -> dict[str, Any]:
+        s = _settings(config, store, device=device, batch_size=batch_size)
+        from omnivec.progress import set_reporter
+
+        set_reporter(_Bar())
+        if local:
+            from omnivec.pipeline.reembed import reembed as run_local
+
+            return run_local(s, space, model, pretrained)
+        from flows.reembed import run_reembed_flow
+
+        return run_reembed_flow(s, space, model, pretrained)
+
+    result = _guard(body)
+    if as_json:
+        print(json.dumps(result))
+        return
+    out.print(f"space {result['space']}: new space_id {result['space_id']} ({result['table']}); "
+              f"{result['to_embed']} items embedded, {result['already_embedded']} already done, "
+              f"{result['failed']} failed; run {result['run_name']}", highlight=False)
+
+
+@app.command()
 def maintain(store: StoreOpt = None, config: ConfigOpt = None,
              retention_days: Annotated[float, typer.Option("--retention-days", min=0, help="keep untagged versions younger than this")] = 30.0,
              index_threshold: Annotated[int, typer.Option("--index-threshold", min=1, help="build an ANN index on vector tables with at least this many rows")] = 100_000,

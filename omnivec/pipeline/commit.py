@@ -25,8 +25,10 @@ def _chunks(ids: list[str], n: int = _CHUNK_IDS) -> Iterable[list[str]]:
 
 
 class Committer:
-    def __init__(self, store: Store, tables: dict[str, str], flush_rows: int = 4096) -> None:
+    def __init__(self, store: Store, tables: dict[str, str], flush_rows: int = 4096,
+                 write_items: bool = True) -> None:
         self.store = store
+        self.write_items = write_items  # a reembed adds vectors only; `items` stays the ingest's view
         self.tables = tables  # space name -> vector table of the identity this run writes
         self.flush_rows = flush_rows
         self._pending: list[BatchResult] = []
@@ -65,12 +67,12 @@ class Committer:
         if errors.num_rows:
             self.store.upsert("errors", self._count_attempts(errors))
             self.written["errors"] += errors.num_rows
-        cleared = sorted({i for r in results for i in r.cleared})
+        cleared = sorted({i for r in results for i in r.cleared}) if self.write_items else []
         for part in _chunks(cleared):
             if self.store.count("errors"):
                 self.store.delete("errors", sql_in("item_id", part))
         items = pa.concat_tables([r.items for r in results])
-        if items.num_rows:
+        if items.num_rows and self.write_items:
             self.store.upsert("items", items)
             self.written["items"] += items.num_rows
 

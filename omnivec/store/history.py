@@ -78,12 +78,7 @@ def restore(store: Store, run: str) -> tuple[str, dict[str, int]]:
     back. The restore is recorded as a run of its own (status ``restored``) and its state tagged with that run's name.
     Returns (the restore's run name, table -> version restored from, 0 for emptied tables).
     """
-    import json
     import secrets
-
-    import pyarrow as pa
-
-    from omnivec.store.schema import RUNS
 
     check_run(store, run)
     started = datetime.now(UTC)
@@ -104,11 +99,22 @@ def restore(store: Store, run: str) -> tuple[str, dict[str, int]]:
         else:
             tbl.delete("true")
             restored[name] = 0
+    record_run(store, run_id, tag, started, "restored", [], {"restored_from": run})
+    return tag, restored
+
+
+def record_run(store: Store, run_id: str, run_name: str, started: datetime, status: str, sources: list[str],
+               counts: dict[str, Any]) -> dict[str, int]:
+    """Append a run to the `runs` log and tag every table's latest version with its name."""
+    import json
+
+    import pyarrow as pa
+
+    from omnivec.store.schema import RUNS
+
     ended = datetime.now(UTC)
     store.upsert("runs", pa.Table.from_pylist([{
-        "run_id": run_id, "run_name": tag, "started_at": started, "ended_at": ended, "status": "restored",
-        "sources": json.dumps([]), "counts": json.dumps({"restored_from": run}),
-        "versions": json.dumps(store.versions()), "tag": tag,
-        "seconds": (ended - started).total_seconds()}], schema=RUNS))
-    store.tag_all(tag)
-    return tag, restored
+        "run_id": run_id, "run_name": run_name, "started_at": started, "ended_at": ended, "status": status,
+        "sources": json.dumps(sources), "counts": json.dumps(counts), "versions": json.dumps(store.versions()),
+        "tag": run_name, "seconds": (ended - started).total_seconds()}], schema=RUNS))
+    return store.tag_all(run_name)

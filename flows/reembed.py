@@ -1,0 +1,87 @@
+"""The `reembed` flow: every stored item of a space's modalities into a new space (model).
+
+Batches run as the same `embed-<modality>-<n>` tasks the ingest flow uses; each batch is committed
+as it completes, so a killed reembed resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+import flows.prefect_env  # noqa: F401  (must precede the prefect import)
+from omnivec.config import Settings, load_settings
+from omnivec.pipeline.commit import Committer
+from omnivec.pipeline.reembed import ReembedPlan, plan_reembed, reembed_batches, summary, target_settings
+from omnivec.pipeline.run import new_run
+from omnivec.progress import reporter
+from omnivec.store.history import record_run
+from omnivec.store.store import Store
+from tasks.ingest import commit_task, embed_batch_task
+
+
+@task(name="plan-reembed", cache_policy=NO_CACHE, retries=0)
+def plan_reembed_task(settings: Settings, space: str) -> ReembedPlan:
+    """Load the new model, register its space, list the stored items it still lacks."""
+    plan = plan_reembed(settings, space)
+    get_run_logger().info("space %s -> new space_id %s: %d items to embed, %d already done", space,
+                          plan.target.space_id, len(plan.work), plan.already)
+    return plan
+
+
+def _run_name(parameters: dict[str, Any] | None = None) -> str:
+    return f"reembed-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+
+
+@flow(name="reembed", flow_run_name=_run_name, log_prints=False, task_runner=ThreadPoolTaskRunner(max_workers=2))
+def reembed_flow(space: str, model: str, pretrained: str | None = None,
+                 settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Re-embed the stored items of ``space`` with ``model``/``pretrained`` into a new space."""
+    from prefect.runtime import flow_run
+
+    s = Settings.model_validate(settings) if settings is not None else load_settings()
+    target = target_settings(s, space, model, pretrained)
+    plan = plan_reembed_task(target, space)
+    assert plan.target.table is not None
+    ctx = new_run(target, [], run_name=flow_run.get_name() or None)
+    committer = Committer(Store(s.store), {space: plan.target.table}, write_items=False)
+    total = len(plan.work)
+    progress_id = create_progress_artifact(0.0, key="reembed-progress", description=f"{total} items")
+    bar = reporter()
+    bar.start(total, f"reembed {space}")
+    done = 0
+    window = []
+    try:
+        for modality, number, items in reembed_batches(plan, target.space_batch_size(space)):
+            task_ = embed_batch_task.with_options(task_run_name=f"embed-{modality}-{number:04d}")
+            window.append(task_.submit(items, target, {space: plan.target}, ctx.run_id))
+            if len(window) > s.workers:
+                result = window.pop(0).result()
+                done += commit_task(committer, [result])
+                bar.advance(result.items.num_rows)
+                update_progress_artifact(progress_id, 100.0 * done / max(total, 1))
+        for fut in window:
+            result = fut.result()
+            done += commit_task(committer, [result])
+            bar.advance(result.items.num_rows)
+    finally:
+        bar.stop()
+    update_progress_artifact(progress_id, 100.0)
+    out = summary(plan, committer, 0.0)
+    record_run(committer.store, ctx.run_id, ctx.run_name, ctx.started_at, "reembed", [], out["counts"])
+    create_markdown_artifact(
+        f"# omnivec reembed `{space}`\n\nNew space_id `{out['space_id']}` (table `{out['table']}`): "
+        f"{out['to_embed']} items embedded this run, {out['already_embedded']} already done, "
+        f"{out['failed']} failed (see the errors table). The old space is unchanged.", key="reembed-summary")
+    return out | {"run_name": ctx.run_name}
+
+
+def run_reembed_flow(settings: Settings, space: str, model: str, pretrained: str | None = None) -> dict[str, Any]:
+    runner = ThreadPoolTaskRunner(max_workers=settings.workers)
+    return reembed_flow.with_options(task_runner=runner)(space=space, model=model, pretrained=pretrained,
+                                                         settings=settings.model_dump())
