@@ -296,11 +296,11 @@ def spaces(ctx: typer.Context, store: StoreOpt = None, config: ConfigOpt = None,
         print(json.dumps(rows, default=str))
         return
     t = Table(title="spaces")
-    for col in ("name", "space_id", "model", "pretrained", "dimension", "rows", "status", "created"):
+    for col in ("name", "space_id", "model", "pretrained", "dimension", "rows", "status", "default", "created"):
         t.add_column(col, overflow="fold")
     for r in rows:
         t.add_row(r["name"], r["space_id"], r["model"], str(r["pretrained"]), str(r["dimension"]), str(r["rows"]),
-                  r["status"], str(r["created"])[:19])
+                  r["status"], "yes" if r["default"] else "", str(r["created"])[:19])
     out.print(t)
 
 
@@ -319,6 +319,34 @@ def spaces_retire(space_id: Annotated[str, typer.Argument(help="space_id (or a u
                   store: StoreOpt = None, config: ConfigOpt = None) -> None:
     """Stop searching a space; its vectors and history stay (undo with `spaces activate`)."""
     _set_status(space_id, "retired", store, config)
+
+
+@spaces_app.command("promote")
+def spaces_promote(space_id: Annotated[str, typer.Argument(help="space_id (or a unique prefix)")],
+                   store: StoreOpt = None, config: ConfigOpt = None) -> None:
+    """Make a space the default of its name (used unless a model is chosen explicitly)."""
+
+    def body() -> dict[str, Any]:
+        from omnivec.store import Store
+
+        return Store(_settings(config, store).store).promote(space_id)
+
+    row = _guard(body)
+    out.print(f"space {row['name']} {row['space_id']} ({row['model']}) is now the default", highlight=False)
+
+
+@spaces_app.command("rollback")
+def spaces_rollback(name: Annotated[str, typer.Argument(help="space name (clip, clap, text...)")],
+                    store: StoreOpt = None, config: ConfigOpt = None) -> None:
+    """Make the previously promoted space of a name the default again."""
+
+    def body() -> dict[str, Any]:
+        from omnivec.store import Store
+
+        return Store(_settings(config, store).store).rollback(name)
+
+    row = _guard(body)
+    out.print(f"space {row['name']} is back on {row['space_id']} ({row['model']})", highlight=False)
 
 
 @spaces_app.command("activate")
@@ -377,6 +405,7 @@ def reembed(
     pretrained: PretrainedOpt = None,
     store: StoreOpt = None, device: DeviceOpt = None, config: ConfigOpt = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1)] = None,
+    promote: Annotated[bool, typer.Option("--promote", help="make the new space the default of its name once complete")] = False,
     local: Annotated[bool, typer.Option("--local", help="run without Prefect")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -390,10 +419,10 @@ def reembed(
         if local:
             from omnivec.pipeline.reembed import reembed as run_local
 
-            return run_local(s, space, model, pretrained)
+            return run_local(s, space, model, pretrained, promote)
         from flows.reembed import run_reembed_flow
 
-        return run_reembed_flow(s, space, model, pretrained)
+        return run_reembed_flow(s, space, model, pretrained, promote)
 
     result = _guard(body)
     if as_json:
@@ -401,7 +430,8 @@ def reembed(
         return
     out.print(f"space {result['space']}: new space_id {result['space_id']} ({result['table']}); "
               f"{result['to_embed']} items embedded, {result['already_embedded']} already done, "
-              f"{result['failed']} failed; run {result['run_name']}", highlight=False)
+              f"{result['failed']} failed; run {result['run_name']}"
+              + ("; promoted to the default" if result.get("promoted") else ""), highlight=False)
 
 
 @app.command()

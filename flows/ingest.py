@@ -26,6 +26,7 @@ from omnivec.pipeline.batch import BatchResult
 from omnivec.pipeline.commit import Committer
 from omnivec.pipeline.report import RunReport
 from omnivec.pipeline.run import batches, new_run, tables_of
+from omnivec.pipeline.spaces import resolve_spaces
 from omnivec.progress import reporter
 from omnivec.store.store import Store
 from tasks.ingest import commit_task, embed_batch_task, finish_task, plan_task
@@ -38,13 +39,19 @@ def _run_name() -> str:
 @flow(name="ingest", flow_run_name=_run_name, log_prints=False, validate_parameters=True,
       task_runner=ThreadPoolTaskRunner(max_workers=2))
 def ingest_flow(sources: list[str], settings: dict[str, Any] | None = None,
-                retry_errors: bool = False) -> RunReport:
+                retry_errors: bool = False, pinned: list[str] | None = None) -> RunReport:
     """Ingest files under ``sources`` into the store named by ``settings`` (defaults, config
-    file and OMNIVEC_* environment when None)."""
+    file and OMNIVEC_* environment when None). ``pinned``: spaces whose model the caller chose;
+    the others follow the store's default space of their name."""
     from prefect.runtime import flow_run
 
     logger = get_run_logger()
-    s = Settings.model_validate(settings) if settings is not None else load_settings()
+    if settings is not None:
+        s = Settings.model_validate(settings)
+        s._pinned = set(pinned or [])
+    else:
+        s = load_settings()
+    s = resolve_spaces(s, Store(s.store, create=True))
     ctx = new_run(s, sources, run_name=flow_run.get_name() or None)
     discovery, states, plan = plan_task(ctx, retry_errors)
     committer = Committer(Store(s.store, create=True), tables_of(states))
@@ -105,5 +112,6 @@ def run_ingest_flow(sources: list[str], settings: Settings, retry_errors: bool =
     """Run the flow with a task runner sized by ``settings.workers``."""
     runner = ThreadPoolTaskRunner(max_workers=settings.workers)
     return ingest_flow.with_options(task_runner=runner)(
-        sources=[str(p) for p in sources], settings=settings.model_dump(), retry_errors=retry_errors
+        sources=[str(p) for p in sources], settings=settings.model_dump(), retry_errors=retry_errors,
+        pinned=sorted(settings._pinned),
     )

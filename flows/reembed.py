@@ -40,8 +40,9 @@ def _run_name(parameters: dict[str, Any] | None = None) -> str:
 
 @flow(name="reembed", flow_run_name=_run_name, log_prints=False, task_runner=ThreadPoolTaskRunner(max_workers=2))
 def reembed_flow(space: str, model: str, pretrained: str | None = None,
-                 settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Re-embed the stored items of ``space`` with ``model``/``pretrained`` into a new space."""
+                 settings: dict[str, Any] | None = None, promote: bool = False) -> dict[str, Any]:
+    """Re-embed the stored items of ``space`` with ``model``/``pretrained`` into a new space;
+    ``promote`` makes it the default of its name once complete (the old stays, for rollback)."""
     from prefect.runtime import flow_run
 
     s = Settings.model_validate(settings) if settings is not None else load_settings()
@@ -73,15 +74,20 @@ def reembed_flow(space: str, model: str, pretrained: str | None = None,
         bar.stop()
     update_progress_artifact(progress_id, 100.0)
     out = summary(plan, committer, 0.0)
+    if promote:
+        committer.store.promote(out["space_id"])
+        get_run_logger().info("space %s: %s is now the default (rollback: omnivec spaces rollback %s)",
+                              space, out["space_id"], space)
     record_run(committer.store, ctx.run_id, ctx.run_name, ctx.started_at, "reembed", [], out["counts"])
     create_markdown_artifact(
         f"# omnivec reembed `{space}`\n\nNew space_id `{out['space_id']}` (table `{out['table']}`): "
         f"{out['to_embed']} items embedded this run, {out['already_embedded']} already done, "
         f"{out['failed']} failed (see the errors table). The old space is unchanged.", key="reembed-summary")
-    return out | {"run_name": ctx.run_name}
+    return out | {"run_name": ctx.run_name, "promoted": promote}
 
 
-def run_reembed_flow(settings: Settings, space: str, model: str, pretrained: str | None = None) -> dict[str, Any]:
+def run_reembed_flow(settings: Settings, space: str, model: str, pretrained: str | None = None,
+                     promote: bool = False) -> dict[str, Any]:
     runner = ThreadPoolTaskRunner(max_workers=settings.workers)
     return reembed_flow.with_options(task_runner=runner)(space=space, model=model, pretrained=pretrained,
-                                                         settings=settings.model_dump())
+                                                         settings=settings.model_dump(), promote=promote)

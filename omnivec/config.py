@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from omnivec.errors import ConfigError
 
@@ -62,10 +62,16 @@ def default_spaces() -> dict[str, SpaceSettings]:
     }
 
 
+_IDENTITY_KEYS = ("encoder", "model", "pretrained")
+
+
 class Settings(BaseModel):
     """Everything a run needs; built by :func:`load_settings`."""
 
     model_config = ConfigDict(extra="forbid")
+    # spaces whose model the user chose (flag, environment or config file); the others follow the
+    # store's default space for their name, when the store has one
+    _pinned: set[str] = PrivateAttr(default_factory=set)
 
     store: str = "./omnivec-data"
     batch_size: int = Field(default=64, ge=1)
@@ -91,6 +97,15 @@ class Settings(BaseModel):
             if not name.isidentifier() or name.lower() != name:
                 raise ValueError(f"space name {name!r} must be a lower-case identifier")
         return v
+
+    def pinned(self, name: str) -> bool:
+        """Whether the user chose this space's model (else the store's default for the name is used)."""
+        return name in self._pinned
+
+    def with_space(self, name: str, cfg: SpaceSettings, pinned: bool = True) -> Settings:
+        out = self.model_copy(update={"spaces": {**self.spaces, name: cfg}})
+        out._pinned = (self._pinned | {name}) if pinned else (self._pinned - {name})
+        return out
 
     def enabled_spaces(self) -> dict[str, SpaceSettings]:
         return {n: s for n, s in self.spaces.items() if s.enabled}
@@ -179,10 +194,12 @@ def load_settings(
     """
     env = os.environ if env is None else env
     path = find_config_file(config_file, env)
+    layers = [_file_layer(path), _env_layer(env), dict(overrides or {})]
     data: dict[str, Any] = Settings().model_dump()
-    data = _deep_merge(data, _file_layer(path))
-    # new spaces named only in the file/env start from the defaults of SpaceSettings
-    data = _deep_merge(data, _env_layer(env))
-    data = _deep_merge(data, overrides or {})
+    for layer in layers:  # new spaces named only in the file/env start from SpaceSettings' defaults
+        data = _deep_merge(data, layer)
     where = f"defaults < {path or 'no config file'} < environment < flags"
-    return _validate(data, where)
+    settings = _validate(data, where)
+    settings._pinned = {name for layer in layers for name, cfg in (layer.get("spaces") or {}).items()
+                        if isinstance(cfg, Mapping) and any(cfg.get(k) is not None for k in _IDENTITY_KEYS)}
+    return settings

@@ -22,6 +22,7 @@ from omnivec.errors import DecodeError, OmnivecError, SpaceMismatchError, SpaceR
 from omnivec.filters import parse_filters, to_sql
 from omnivec.fusion import rrf
 from omnivec.media import decode_image, read_file
+from omnivec.pipeline.spaces import resolve_spaces
 from omnivec.store.history import check_run, open_as_of, parse_as_of
 from omnivec.store.schema import vectors_table_name
 from omnivec.store.store import Store
@@ -220,6 +221,7 @@ def search(query: str | None = None, *, image: str | os.PathLike[str] | None = N
         raise OmnivecError("the query is empty")
     settings = settings or load_settings(overrides={"store": store} if store else None)
     st = Store(store or settings.store)
+    settings = resolve_spaces(settings, st)
     query_modality = "audio" if audio is not None else "image" if image is not None else "text"
     if modality is not None and modality not in MODALITY_FILTERS:
         raise OmnivecError(f"unknown modality {modality!r}; use one of {', '.join(MODALITY_FILTERS)}")

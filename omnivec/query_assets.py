@@ -12,6 +12,7 @@ from omnivec.config import Settings, load_settings
 from omnivec.encoders import encoder_class
 from omnivec.errors import OmnivecError
 from omnivec.fusion import rrf
+from omnivec.pipeline.spaces import resolve_spaces
 from omnivec.query import encode_query
 from omnivec.store.schema import asset_table_name
 from omnivec.store.store import Store
@@ -39,6 +40,7 @@ def search_assets(query: str | None = None, *, image: str | os.PathLike[str] | N
         raise OmnivecError("give exactly one of: a text query, an image file, an audio file")
     settings = settings or load_settings(overrides={"store": store} if store else None)
     st = Store(store or settings.store)
+    settings = resolve_spaces(settings, st)
     qmod = "audio" if audio is not None else "image" if image is not None else "text"
     names = {n for n, _, _ in st.vector_tables()}
     spaces = [n for n, cfg in settings.enabled_spaces().items()

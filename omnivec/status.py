@@ -31,9 +31,11 @@ def store_errors(uri: str, limit: int = 50) -> list[dict[str, Any]]:
 def list_spaces(uri: str) -> list[dict[str, Any]]:
     """Every space identity: name, space_id, model, dimension, rows, status, created."""
     store = Store(uri)
+    defaults = {n: (store.default_space(n) or {}).get("space_id") for n in {r["name"] for r in store.space_rows()}}
     return [{"name": r["name"], "space_id": r["space_id"], "encoder": r["encoder"], "model": r["model"],
              "pretrained": r["pretrained"], "dimension": r["dimension"], "rows": store.count(r["table_name"]),
-             "status": r["status"], "created": r["created_at"], "table": r["table_name"]}
+             "status": r["status"], "default": defaults.get(r["name"]) == r["space_id"],
+             "created": r["created_at"], "table": r["table_name"]}
             for r in store.space_rows()]
 
 

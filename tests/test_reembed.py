@@ -96,3 +96,30 @@ def test_reembed_flow(prefect_harness, settings, corpus, tmp_path):
     out = run_reembed_flow(settings, "clip", f"local-dir:{new_model}")
     assert out["to_embed"] == 24 and out["failed"] == 0
     assert len(Store(settings.store).space_rows("clip")) == 2
+
+
+def test_promote_then_rollback_moves_what_an_unpinned_name_uses(settings, corpus, tmp_path):
+    from omnivec.config import load_settings
+
+    ingest([str(corpus)], settings)
+    store = Store(settings.store)
+    old_id = store.space_rows("clip")[0]["space_id"]
+    assert store.default_space("clip")["space_id"] == old_id  # the first space of a name
+    new_model = make_tiny_open_clip(tmp_path / "promoted", seed=7)
+    result = reembed(settings, "clip", f"local-dir:{new_model}", promote=True)
+    assert store.default_space("clip")["space_id"] == result["space_id"]
+    # nothing pinned: the name follows the store (the configured default, ViT-B-32, is not even available)
+    follower = load_settings(env={}, overrides={"store": settings.store,
+                                                 "spaces": {"clap": {"enabled": False}, "text": {"enabled": False}}})
+    hits = search("a red circle", k=1, settings=follower)
+    assert hits and hits[0].ranks == {"clip": 1}
+    new_only = search("a red circle", k=3, settings=make_settings(Path(settings.store), new_model))
+    assert [h.uri for h in search("a red circle", k=3, settings=follower)] == [h.uri for h in new_only]
+    (corpus / "texts" / "late.txt").write_text("a file added after the promotion")
+    ingest([str(corpus)], follower)  # unpinned ingest writes into the promoted space
+    new_table = next(t for _, sid, t in store.vector_tables() if sid == result["space_id"])
+    assert str(corpus / "texts" / "late.txt") in {r["uri"] for r in store.read(new_table, ["uri"]).to_pylist()}
+    back = store.rollback("clip")
+    assert back["space_id"] == old_id and store.default_space("clip")["space_id"] == old_id
+    old_only = search("a red circle", k=3, settings=settings)
+    assert [h.uri for h in search("a red circle", k=3, settings=follower)] == [h.uri for h in old_only]

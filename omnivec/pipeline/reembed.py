@@ -71,8 +71,10 @@ def reembed_batches(plan: ReembedPlan, batch_size: int) -> Iterator[tuple[str, i
             yield modality, number, items[start : start + batch_size]
 
 
-def reembed(settings: Settings, space: str, model: str, pretrained: str | None = None) -> dict[str, Any]:
-    """Re-embed without Prefect; returns a summary (space_id, counts, seconds)."""
+def reembed(settings: Settings, space: str, model: str, pretrained: str | None = None,
+            promote: bool = False) -> dict[str, Any]:
+    """Re-embed without Prefect; returns a summary (space_id, counts, seconds). With ``promote``, the
+    new space becomes the default of its name once every item has been processed."""
     from omnivec.pipeline.batch import process_batch
     from omnivec.pipeline.commit import Committer
     from omnivec.pipeline.run import new_run
@@ -96,8 +98,10 @@ def reembed(settings: Settings, space: str, model: str, pretrained: str | None =
     finally:
         progress.stop()
     out = summary(plan, committer, time.perf_counter() - t0)
+    if promote:
+        committer.store.promote(out["space_id"])
     record_run(committer.store, ctx.run_id, ctx.run_name, ctx.started_at, "reembed", [], out["counts"])
-    return out | {"run_name": ctx.run_name}
+    return out | {"run_name": ctx.run_name, "promoted": promote}
 
 
 def summary(plan: ReembedPlan, committer: Any, seconds: float) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from omnivec.pipeline.canary import check_drift
 from omnivec.pipeline.commit import Committer
 from omnivec.pipeline.plan import Plan, WorkItem, make_plan
 from omnivec.pipeline.report import RunReport
-from omnivec.pipeline.spaces import SpaceState, load_spaces, register_spaces
+from omnivec.pipeline.spaces import SpaceState, load_spaces, register_spaces, resolve_spaces
 from omnivec.progress import reporter
 from omnivec.sources import Discovery, discover, item_id_for, modality_for
 from omnivec.store.schema import ERRORS, RUNS
@@ -117,6 +117,7 @@ def ingest(sources: Sequence[str], settings: Settings, retry_errors: bool = Fals
            run_name: str | None = None) -> RunReport:
     """Ingest without Prefect: batches decode+encode on ``settings.workers`` threads (model
     forwards are serialised per encoder, so decoding overlaps encoding), one writer commits."""
+    settings = resolve_spaces(settings, Store(settings.store, create=True))
     ctx = new_run(settings, sources, run_name)
     discovery, states, plan = prepare(ctx, retry_errors)
     committer = Committer(Store(settings.store, create=True), tables_of(states))

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from omnivec.config import Settings
+from omnivec.config import Settings, SpaceSettings
 from omnivec.encoders import encoder_class, load_encoder
 from omnivec.errors import ModelUnavailableError
 from omnivec.store.schema import SPACES, vectors_table_name
@@ -56,6 +56,7 @@ def register_spaces(store: Store, states: dict[str, SpaceState], settings: Setti
     now = datetime.now(UTC)
     rows = []
     known = {r["space_id"] for r in store.space_rows()}
+    has_default = {r["name"] for r in store.space_rows() if r["status"] == "active"}
     for st in states.values():
         if not st.available:
             continue
@@ -68,6 +69,24 @@ def register_spaces(store: Store, states: dict[str, SpaceState], settings: Setti
                 "model": cfg.model, "pretrained": cfg.pretrained, "dimension": st.dimension,
                 "modalities": sorted(st.modalities), "recipe": json.dumps(st.recipe, sort_keys=True),
                 "table_name": vectors_table_name(st.name, st.space_id), "status": "active", "created_at": now,
+                "settings": cfg.model_dump_json(), "is_default": st.name not in has_default,
+                "default_since": now if st.name not in has_default else None,
             })
     if rows:
         store.upsert("spaces", pa.Table.from_pylist(rows, schema=SPACES))
+
+
+def resolve_spaces(settings: Settings, store: Store) -> Settings:
+    """Spaces whose model the user did not choose follow the store's default space for their name
+    (the first space of the name, or the one promoted after a reembed)."""
+    out = settings
+    for name, cfg in settings.spaces.items():
+        if settings.pinned(name):
+            continue
+        row = store.default_space(name)
+        if row is None or not row.get("settings"):
+            continue
+        stored = SpaceSettings.model_validate_json(row["settings"])
+        out = out.with_space(name, stored.model_copy(update={"enabled": cfg.enabled, "batch_size": cfg.batch_size}),
+                             pinned=False)
+    return out

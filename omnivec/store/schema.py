@@ -46,8 +46,11 @@ SPACES = pa.schema([
     pa.field("modalities", pa.list_(pa.string())),
     pa.field("recipe", pa.string()),  # JSON
     pa.field("table_name", pa.string()),
-    pa.field("status", pa.string()),
+    pa.field("status", pa.string()),  # active | retired
     pa.field("created_at", TS),
+    pa.field("settings", pa.string()),  # JSON of the space's settings: how to load its encoder again
+    pa.field("is_default", pa.bool_()),  # the space a name uses unless the user picks a model
+    pa.field("default_since", TS),
 ])
 
 RUNS = pa.schema([

@@ -7,6 +7,7 @@ import json
 import os
 import re
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -93,6 +94,10 @@ class Store:
     def ensure(self, name: str, schema: pa.Schema | None = None, key: str | None = None) -> Any:
         tbl = self.table(name)
         if tbl is not None:
+            want = schema if schema is not None else SCHEMAS.get(name)
+            missing = [f for f in want if f.name not in tbl.schema.names] if want is not None else []
+            if missing:  # a store written by an older omnivec: add the new (nullable) columns
+                tbl.add_columns(pa.schema([f.with_nullable(True) for f in missing]))
             return tbl
         schema = schema if schema is not None else SCHEMAS[name]
         key = key or KEYS[name]
@@ -156,16 +161,44 @@ class Store:
         """Mark a space ``active`` or ``retired`` (its table and history stay); returns its row."""
         if status not in ("active", "retired"):
             raise ValueError(f"unknown space status {status!r}")
-        matches = [r for r in self.space_rows() if r["space_id"].startswith(space_id)] if _ID_PREFIX.match(space_id) \
-            else []
+        row = self._one_space(space_id)
+        self.ensure("spaces").update(where=f"space_id = '{row['space_id']}'", values={"status": status})
+        return {**row, "status": status}
+
+    def default_space(self, name: str) -> dict[str, Any] | None:
+        """The space a name uses unless the user picks a model: the promoted one, else the first."""
+        rows = [r for r in self.space_rows(name) if r["status"] == "active"]
+        flagged = [r for r in rows if r.get("is_default")]
+        return flagged[-1] if flagged else (rows[0] if rows else None)
+
+    def promote(self, space_id: str) -> dict[str, Any]:
+        """Make a space the default of its name (the previous default stays, for rollback)."""
+        row = self._one_space(space_id)
+        if row["status"] != "active":
+            raise StoreError(f"space {row['name']} {row['space_id']} is {row['status']}; activate it first")
+        tbl = self.ensure("spaces")
+        tbl.update(where=f"name = '{row['name']}'", values={"is_default": False})
+        tbl.update(where=f"space_id = '{row['space_id']}'",
+                   values={"is_default": True, "default_since": datetime.now(UTC)})
+        return {**row, "is_default": True}
+
+    def rollback(self, name: str) -> dict[str, Any]:
+        """Make the previously promoted space of ``name`` the default again."""
+        current = self.default_space(name)
+        earlier = [r for r in self.space_rows(name) if r["status"] == "active" and r.get("default_since")
+                   and (current is None or r["space_id"] != current["space_id"])]
+        if not earlier:
+            raise StoreError(f"space {name!r} has no earlier default to roll back to")
+        return self.promote(max(earlier, key=lambda r: r["default_since"])["space_id"])
+
+    def _one_space(self, space_id: str) -> dict[str, Any]:
+        matches = [r for r in self.space_rows() if r["space_id"].startswith(space_id)] \
+            if _ID_PREFIX.match(space_id) else []
         if len(matches) != 1:
             have = ", ".join(f"{r['name']} {r['space_id']}" for r in self.space_rows()) or "none"
             raise StoreError(f"{'no' if not matches else 'more than one'} space matches {space_id!r} "
                              f"(spaces: {have})")
-        tbl = self.table("spaces")
-        assert tbl is not None
-        tbl.update(where=f"space_id = '{matches[0]['space_id']}'", values={"status": status})
-        return {**matches[0], "status": status}
+        return matches[0]
 
     def vector_tables(self) -> list[tuple[str, str, str]]:
         """(space name, space_id, table name) of every vector table in the store."""
