@@ -289,6 +289,14 @@ import flows.cli_admin  # noqa: E402, F401  (registers the store commands after 
 
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)  # omnivec's own notices (a writer waiting for the lock...)
+    handler.setFormatter(logging.Formatter("omnivec: %(message)s"))
+    core = logging.getLogger("omnivec")
+    core.addHandler(handler)
+    core.setLevel(logging.INFO)
+    core.propagate = False
     try:
         app()
     except KeyboardInterrupt:

@@ -28,6 +28,7 @@ from omnivec.pipeline.report import RunReport
 from omnivec.pipeline.run import batches, new_run, tables_of
 from omnivec.pipeline.spaces import resolve_spaces
 from omnivec.progress import reporter
+from omnivec.store.lock import writer_lock
 from omnivec.store.store import Store
 from tasks.ingest import commit_task, embed_batch_task, finish_task, plan_task
 
@@ -51,61 +52,63 @@ def ingest_flow(sources: list[str], settings: dict[str, Any] | None = None,
         s._pinned = set(pinned or [])
     else:
         s = load_settings()
-    s = resolve_spaces(s, Store(s.store, create=True))
-    ctx = new_run(s, sources, run_name=flow_run.get_name() or None)
-    discovery, states, plan = plan_task(ctx, retry_errors)
-    committer = Committer(Store(s.store, create=True), tables_of(states))
-    total = plan.total_work
-    progress_id = create_progress_artifact(0.0, key="ingest-progress",
-                                           description=f"{total} files to read")
-    progress = reporter()
-    progress.start(total, "ingest")
-    done = 0
-    window: list[PrefectFuture[BatchResult]] = []
-    buffer: list[BatchResult] = []
-    buffered_rows = 0
+    Store(s.store, create=True)
+    with writer_lock(s.store, f"ingest flow {flow_run.get_name() or ''}", on_wait=logger.warning):
+        s = resolve_spaces(s, Store(s.store, create=True))
+        ctx = new_run(s, sources, run_name=flow_run.get_name() or None)
+        discovery, states, plan = plan_task(ctx, retry_errors)
+        committer = Committer(Store(s.store, create=True), tables_of(states))
+        total = plan.total_work
+        progress_id = create_progress_artifact(0.0, key="ingest-progress",
+                                               description=f"{total} files to read")
+        progress = reporter()
+        progress.start(total, "ingest")
+        done = 0
+        window: list[PrefectFuture[BatchResult]] = []
+        buffer: list[BatchResult] = []
+        buffered_rows = 0
 
-    def drain(fut: PrefectFuture[BatchResult]) -> None:
-        nonlocal done, buffered_rows
-        result = fut.result()
-        buffer.append(result)
-        buffered_rows += result.items.num_rows + sum(t.num_rows for t in result.vectors.values())
-        done += result.items.num_rows
-        progress.advance(result.items.num_rows)
-        if buffered_rows >= committer.flush_rows:
-            commit_task(committer, list(buffer))
-            buffer.clear()
-            buffered_rows = 0
-        if total:
-            update_progress_artifact(progress_id, 100.0 * done / total)
+        def drain(fut: PrefectFuture[BatchResult]) -> None:
+            nonlocal done, buffered_rows
+            result = fut.result()
+            buffer.append(result)
+            buffered_rows += result.items.num_rows + sum(t.num_rows for t in result.vectors.values())
+            done += result.items.num_rows
+            progress.advance(result.items.num_rows)
+            if buffered_rows >= committer.flush_rows:
+                commit_task(committer, list(buffer))
+                buffer.clear()
+                buffered_rows = 0
+            if total:
+                update_progress_artifact(progress_id, 100.0 * done / total)
 
-    try:
-        for modality, number, items in batches(plan, s):
-            task = embed_batch_task.with_options(task_run_name=f"embed-{modality}-{number:04d}")
-            window.append(task.submit(items, s, states, ctx.run_id))
-            if len(window) > s.workers:
-                drain(window.pop(0))
-        for fut in window:
-            drain(fut)
-        if buffer:
-            commit_task(committer, buffer)
-    finally:
-        progress.stop()
-    report = finish_task(ctx, committer, discovery, plan, states)
-    update_progress_artifact(progress_id, 100.0)
-    create_markdown_artifact(report.to_markdown(), key="ingest-summary",
-                             description=f"omnivec ingest {ctx.run_name}")
-    rows = report.rows()
-    if rows:
-        create_table_artifact(rows, key="ingest-modalities", description="per-modality counts")
-    for space in report.drifted:
-        logger.warning("drift canary: space %s min cosine %s over %s stored segments", space,
-                       report.drift[space]["min_cosine"], report.drift[space]["segments"])
-    logger.info("embedded %d, failed %d, unchanged %d, deleted %d in %.1f s",
-                report.embedded, report.failed,
-                sum(c["unchanged"] for c in report.counts.values()),
-                sum(c["deleted"] for c in report.counts.values()), report.wall_seconds)
-    return report
+        try:
+            for modality, number, items in batches(plan, s):
+                task = embed_batch_task.with_options(task_run_name=f"embed-{modality}-{number:04d}")
+                window.append(task.submit(items, s, states, ctx.run_id))
+                if len(window) > s.workers:
+                    drain(window.pop(0))
+            for fut in window:
+                drain(fut)
+            if buffer:
+                commit_task(committer, buffer)
+        finally:
+            progress.stop()
+        report = finish_task(ctx, committer, discovery, plan, states)
+        update_progress_artifact(progress_id, 100.0)
+        create_markdown_artifact(report.to_markdown(), key="ingest-summary",
+                                 description=f"omnivec ingest {ctx.run_name}")
+        rows = report.rows()
+        if rows:
+            create_table_artifact(rows, key="ingest-modalities", description="per-modality counts")
+        for space in report.drifted:
+            logger.warning("drift canary: space %s min cosine %s over %s stored segments", space,
+                           report.drift[space]["min_cosine"], report.drift[space]["segments"])
+        logger.info("embedded %d, failed %d, unchanged %d, deleted %d in %.1f s",
+                    report.embedded, report.failed,
+                    sum(c["unchanged"] for c in report.counts.values()),
+                    sum(c["deleted"] for c in report.counts.values()), report.wall_seconds)
+        return report
 
 
 def run_ingest_flow(sources: list[str], settings: Settings, retry_errors: bool = False) -> RunReport:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 import flows.prefect_env  # noqa: F401  (must precede the prefect import)
 from omnivec.maintenance import DEFAULT_INDEX_THRESHOLD, DEFAULT_RETENTION_DAYS
 from omnivec.store import Store
+from omnivec.store.lock import writer_lock
 from tasks.maintain import upkeep_task
 
 
@@ -23,11 +24,12 @@ def maintain_flow(store: str, retention_days: float = DEFAULT_RETENTION_DAYS,
                   index_threshold: int = DEFAULT_INDEX_THRESHOLD) -> list[dict[str, Any]]:
     """Upkeep of every table of ``store``; tagged versions are never removed."""
     uri = Store(store).uri
-    rows = [upkeep_task.with_options(task_run_name=f"upkeep-{table}")(uri, table, retention_days, index_threshold)
-            for table in Store(uri).table_names()]
-    if rows:
-        create_table_artifact(rows, key="maintain-tables",
-                              description="fragments and versions before/after, per table")
+    with writer_lock(uri, "maintain", on_wait=get_run_logger().warning):
+        rows = [upkeep_task.with_options(task_run_name=f"upkeep-{table}")(uri, table, retention_days, index_threshold)
+                for table in Store(uri).table_names()]
+        if rows:
+            create_table_artifact(rows, key="maintain-tables",
+                                  description="fragments and versions before/after, per table")
     removed = sum(r["versions_before"] - r["versions_after"] for r in rows)
     create_markdown_artifact(
         f"# omnivec maintain\n\nStore `{uri}`: {len(rows)} tables, "

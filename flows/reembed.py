@@ -21,6 +21,7 @@ from omnivec.pipeline.reembed import ReembedPlan, plan_reembed, reembed_batches,
 from omnivec.pipeline.run import new_run
 from omnivec.progress import reporter
 from omnivec.store.history import record_run
+from omnivec.store.lock import writer_lock
 from omnivec.store.store import Store
 from tasks.ingest import commit_task, embed_batch_task
 
@@ -46,44 +47,45 @@ def reembed_flow(space: str, model: str, pretrained: str | None = None,
     from prefect.runtime import flow_run
 
     s = Settings.model_validate(settings) if settings is not None else load_settings()
-    target = target_settings(s, space, model, pretrained)
-    plan = plan_reembed_task(target, space)
-    assert plan.target.table is not None
-    ctx = new_run(target, [], run_name=flow_run.get_name() or None)
-    committer = Committer(Store(s.store), {space: plan.target.table}, write_items=False)
-    total = len(plan.work)
-    progress_id = create_progress_artifact(0.0, key="reembed-progress", description=f"{total} items")
-    bar = reporter()
-    bar.start(total, f"reembed {space}")
-    done = 0
-    window = []
-    try:
-        for modality, number, items in reembed_batches(plan, target.space_batch_size(space)):
-            task_ = embed_batch_task.with_options(task_run_name=f"embed-{modality}-{number:04d}")
-            window.append(task_.submit(items, target, {space: plan.target}, ctx.run_id))
-            if len(window) > s.workers:
-                result = window.pop(0).result()
+    with writer_lock(Store(s.store).uri, f"reembed {space}", on_wait=get_run_logger().warning):
+        target = target_settings(s, space, model, pretrained)
+        plan = plan_reembed_task(target, space)
+        assert plan.target.table is not None
+        ctx = new_run(target, [], run_name=flow_run.get_name() or None)
+        committer = Committer(Store(s.store), {space: plan.target.table}, write_items=False)
+        total = len(plan.work)
+        progress_id = create_progress_artifact(0.0, key="reembed-progress", description=f"{total} items")
+        bar = reporter()
+        bar.start(total, f"reembed {space}")
+        done = 0
+        window = []
+        try:
+            for modality, number, items in reembed_batches(plan, target.space_batch_size(space)):
+                task_ = embed_batch_task.with_options(task_run_name=f"embed-{modality}-{number:04d}")
+                window.append(task_.submit(items, target, {space: plan.target}, ctx.run_id))
+                if len(window) > s.workers:
+                    result = window.pop(0).result()
+                    done += commit_task(committer, [result])
+                    bar.advance(result.items.num_rows)
+                    update_progress_artifact(progress_id, 100.0 * done / max(total, 1))
+            for fut in window:
+                result = fut.result()
                 done += commit_task(committer, [result])
                 bar.advance(result.items.num_rows)
-                update_progress_artifact(progress_id, 100.0 * done / max(total, 1))
-        for fut in window:
-            result = fut.result()
-            done += commit_task(committer, [result])
-            bar.advance(result.items.num_rows)
-    finally:
-        bar.stop()
-    update_progress_artifact(progress_id, 100.0)
-    out = summary(plan, committer, 0.0)
-    if promote:
-        committer.store.promote(out["space_id"])
-        get_run_logger().info("space %s: %s is now the default (rollback: omnivec spaces rollback %s)",
-                              space, out["space_id"], space)
-    record_run(committer.store, ctx.run_id, ctx.run_name, ctx.started_at, "reembed", [], out["counts"])
-    create_markdown_artifact(
-        f"# omnivec reembed `{space}`\n\nNew space_id `{out['space_id']}` (table `{out['table']}`): "
-        f"{out['to_embed']} items embedded this run, {out['already_embedded']} already done, "
-        f"{out['failed']} failed (see the errors table). The old space is unchanged.", key="reembed-summary")
-    return out | {"run_name": ctx.run_name, "promoted": promote}
+        finally:
+            bar.stop()
+        update_progress_artifact(progress_id, 100.0)
+        out = summary(plan, committer, 0.0)
+        if promote:
+            committer.store.promote(out["space_id"])
+            get_run_logger().info("space %s: %s is now the default (rollback: omnivec spaces rollback %s)",
+                                  space, out["space_id"], space)
+        record_run(committer.store, ctx.run_id, ctx.run_name, ctx.started_at, "reembed", [], out["counts"])
+        create_markdown_artifact(
+            f"# omnivec reembed `{space}`\n\nNew space_id `{out['space_id']}` (table `{out['table']}`): "
+            f"{out['to_embed']} items embedded this run, {out['already_embedded']} already done, "
+            f"{out['failed']} failed (see the errors table). The old space is unchanged.", key="reembed-summary")
+        return out | {"run_name": ctx.run_name, "promoted": promote}
 
 
 def run_reembed_flow(settings: Settings, space: str, model: str, pretrained: str | None = None,

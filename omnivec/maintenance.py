@@ -9,11 +9,13 @@ Run it while no ingest is writing to the store.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
 
+from omnivec.store.lock import writer_lock
 from omnivec.store.store import Store
 
 DEFAULT_RETENTION_DAYS = 30.0
@@ -78,6 +80,7 @@ def maintain_table(store: Store, name: str, retention: timedelta, index_threshol
 def maintain(uri: str, retention_days: float = DEFAULT_RETENTION_DAYS,
              index_threshold: int = DEFAULT_INDEX_THRESHOLD) -> list[TableUpkeep]:
     """Upkeep of every table of a store; returns what changed, table by table."""
-    store = Store(uri)
-    retention = timedelta(days=retention_days)
-    return [maintain_table(store, name, retention, index_threshold) for name in store.table_names()]
+    with writer_lock(Store(uri).uri, "maintain", on_wait=logging.getLogger("omnivec").warning):
+        store = Store(uri)
+        retention = timedelta(days=retention_days)
+        return [maintain_table(store, name, retention, index_threshold) for name in store.table_names()]

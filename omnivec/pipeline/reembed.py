@@ -8,6 +8,7 @@ untouched and stays searchable.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from omnivec.errors import ConfigError, ModelUnavailableError
 from omnivec.pipeline.plan import WorkItem
 from omnivec.pipeline.spaces import SpaceState, load_spaces, register_spaces
 from omnivec.store.history import record_run
+from omnivec.store.lock import writer_lock
 from omnivec.store.store import Store
 
 
@@ -80,28 +82,29 @@ def reembed(settings: Settings, space: str, model: str, pretrained: str | None =
     from omnivec.pipeline.run import new_run
     from omnivec.progress import reporter
 
-    t0 = time.perf_counter()
-    target = target_settings(settings, space, model, pretrained)
-    plan = plan_reembed(target, space)
-    assert plan.target.table is not None
-    ctx = new_run(target, [], run_name=f"reembed-{space}-{datetime.now(UTC):%Y%m%d-%H%M%S}")
-    committer = Committer(Store(settings.store), {space: plan.target.table}, flush_rows=target.batch_size,
-                          write_items=False)
-    progress = reporter()
-    progress.start(len(plan.work), f"reembed {space}")
-    try:
-        for _, _, items in reembed_batches(plan, target.space_batch_size(space)):
-            result = process_batch(items, target, {space: plan.target}, ctx.run_id)
-            committer.add(result)
-            committer.flush()  # every batch is durable: a kill loses at most the batch in flight
-            progress.advance(len(items))
-    finally:
-        progress.stop()
-    out = summary(plan, committer, time.perf_counter() - t0)
-    if promote:
-        committer.store.promote(out["space_id"])
-    record_run(committer.store, ctx.run_id, ctx.run_name, ctx.started_at, "reembed", [], out["counts"])
-    return out | {"run_name": ctx.run_name, "promoted": promote}
+    with writer_lock(Store(settings.store).uri, f"reembed {space}", on_wait=logging.getLogger("omnivec").warning):
+        t0 = time.perf_counter()
+        target = target_settings(settings, space, model, pretrained)
+        plan = plan_reembed(target, space)
+        assert plan.target.table is not None
+        ctx = new_run(target, [], run_name=f"reembed-{space}-{datetime.now(UTC):%Y%m%d-%H%M%S}")
+        committer = Committer(Store(settings.store), {space: plan.target.table}, flush_rows=target.batch_size,
+                              write_items=False)
+        progress = reporter()
+        progress.start(len(plan.work), f"reembed {space}")
+        try:
+            for _, _, items in reembed_batches(plan, target.space_batch_size(space)):
+                result = process_batch(items, target, {space: plan.target}, ctx.run_id)
+                committer.add(result)
+                committer.flush()  # every batch is durable: a kill loses at most the batch in flight
+                progress.advance(len(items))
+        finally:
+            progress.stop()
+        out = summary(plan, committer, time.perf_counter() - t0)
+        if promote:
+            committer.store.promote(out["space_id"])
+        record_run(committer.store, ctx.run_id, ctx.run_name, ctx.started_at, "reembed", [], out["counts"])
+        return out | {"run_name": ctx.run_name, "promoted": promote}
 
 
 def summary(plan: ReembedPlan, committer: Any, seconds: float) -> dict[str, Any]:

@@ -7,6 +7,7 @@ composes them without Prefect, for notebooks and as the reference behaviour.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from collections import Counter
@@ -28,8 +29,11 @@ from omnivec.pipeline.report import RunReport
 from omnivec.pipeline.spaces import SpaceState, load_spaces, register_spaces, resolve_spaces
 from omnivec.progress import reporter
 from omnivec.sources import Discovery, discover, item_id_for, modality_for
+from omnivec.store.lock import writer_lock
 from omnivec.store.schema import ERRORS, RUNS
 from omnivec.store.store import Store
+
+log = logging.getLogger("omnivec")
 
 
 @dataclass(slots=True)
@@ -116,25 +120,28 @@ def finish(ctx: RunContext, committer: Committer, discovery: Discovery, plan: Pl
 def ingest(sources: Sequence[str], settings: Settings, retry_errors: bool = False,
            run_name: str | None = None) -> RunReport:
     """Ingest without Prefect: batches decode+encode on ``settings.workers`` threads (model
-    forwards are serialised per encoder, so decoding overlaps encoding), one writer commits."""
-    settings = resolve_spaces(settings, Store(settings.store, create=True))
-    ctx = new_run(settings, sources, run_name)
-    discovery, states, plan = prepare(ctx, retry_errors)
-    committer = Committer(Store(settings.store, create=True), tables_of(states))
-    progress = reporter()
-    progress.start(plan.total_work, "ingest")
-    try:
-        with ThreadPoolExecutor(max_workers=settings.workers) as pool:
-            window: list[Future[BatchResult]] = []
-            for _, _, items in batches(plan, settings):
-                window.append(pool.submit(process_batch, items, settings, states, ctx.run_id))
-                if len(window) > settings.workers:
-                    _commit_one(window.pop(0), committer)
-            for fut in window:
-                _commit_one(fut, committer)
-    finally:
-        progress.stop()
-    return finish(ctx, committer, discovery, plan, states)
+    forwards are serialised per encoder, so decoding overlaps encoding), one writer commits.
+    A second writer on the same store waits for this one (see :mod:`omnivec.store.lock`)."""
+    Store(settings.store, create=True)
+    with writer_lock(settings.store, f"ingest {run_name or ''}".strip(), on_wait=log.warning):
+        settings = resolve_spaces(settings, Store(settings.store, create=True))
+        ctx = new_run(settings, sources, run_name)
+        discovery, states, plan = prepare(ctx, retry_errors)
+        committer = Committer(Store(settings.store, create=True), tables_of(states))
+        progress = reporter()
+        progress.start(plan.total_work, "ingest")
+        try:
+            with ThreadPoolExecutor(max_workers=settings.workers) as pool:
+                window: list[Future[BatchResult]] = []
+                for _, _, items in batches(plan, settings):
+                    window.append(pool.submit(process_batch, items, settings, states, ctx.run_id))
+                    if len(window) > settings.workers:
+                        _commit_one(window.pop(0), committer)
+                for fut in window:
+                    _commit_one(fut, committer)
+        finally:
+            progress.stop()
+        return finish(ctx, committer, discovery, plan, states)
 
 
 def _commit_one(fut: Future[BatchResult], committer: Committer) -> None:

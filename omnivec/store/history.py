@@ -7,11 +7,13 @@ per table, the newest version committed at or before it.
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import UTC, datetime
 from typing import Any
 
 from omnivec.errors import OmnivecError
+from omnivec.store.lock import writer_lock
 from omnivec.store.store import Store
 
 _RUN = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,127}$")
@@ -80,27 +82,28 @@ def restore(store: Store, run: str) -> tuple[str, dict[str, int]]:
     """
     import secrets
 
-    check_run(store, run)
-    started = datetime.now(UTC)
-    run_id = secrets.token_hex(8)
-    tag = f"restore-{started:%Y%m%d-%H%M%S}-{run_id[:4]}"
-    restored: dict[str, int] = {}
-    for name in store.table_names():
-        if name == "runs":
-            continue  # the run log is append-only: the restore is added to it below
-        tbl = store.table(name)
-        assert tbl is not None
-        tags = tbl.tags.list()
-        if run in tags:
-            version = int(tags[run]["version"])
-            if version != int(tbl.version):
-                tbl.restore(run)
-            restored[name] = version
-        else:
-            tbl.delete("true")
-            restored[name] = 0
-    record_run(store, run_id, tag, started, "restored", [], {"restored_from": run})
-    return tag, restored
+    with writer_lock(store.uri, f"restore to {run}", on_wait=logging.getLogger("omnivec").warning):
+        check_run(store, run)
+        started = datetime.now(UTC)
+        run_id = secrets.token_hex(8)
+        tag = f"restore-{started:%Y%m%d-%H%M%S}-{run_id[:4]}"
+        restored: dict[str, int] = {}
+        for name in store.table_names():
+            if name == "runs":
+                continue  # the run log is append-only: the restore is added to it below
+            tbl = store.table(name)
+            assert tbl is not None
+            tags = tbl.tags.list()
+            if run in tags:
+                version = int(tags[run]["version"])
+                if version != int(tbl.version):
+                    tbl.restore(run)
+                restored[name] = version
+            else:
+                tbl.delete("true")
+                restored[name] = 0
+        record_run(store, run_id, tag, started, "restored", [], {"restored_from": run})
+        return tag, restored
 
 
 def record_run(store: Store, run_id: str, run_name: str, started: datetime, status: str, sources: list[str],

@@ -1,0 +1,69 @@
+"""One writer per store: an exclusive lock held for a whole ingest, reembed, restore or maintain.
+
+A second writer on the same store waits (printing who holds the lock) instead of racing; readers
+never take it. The lock is an ``flock`` on ``<store>/.omnivec-writer.lock``, released by the kernel
+when the holder dies, so a killed run never leaves a stale lock behind. Object-store stores
+(``s3://...``) have no local lock file: run one writer per store there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+from omnivec.errors import StoreError
+
+LOCK_NAME = ".omnivec-writer.lock"
+
+
+def _holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        who = info.get("what", "a writer")
+        return f"{who} (pid {info.get('pid')} on {info.get('host')}, since {info.get('since')})"
+    except (OSError, ValueError):
+        return "another writer"
+
+
+@contextlib.contextmanager
+def writer_lock(store_uri: str, what: str, timeout: float | None = None,
+                on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the store's writer lock; wait for it (``on_wait`` is told once) up to ``timeout`` seconds."""
+    if "://" in store_uri:
+        yield
+        return
+    os.makedirs(store_uri, exist_ok=True)
+    fd = os.open(os.path.join(store_uri, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait(f"store {store_uri} is being written by {_holder(fd)}; waiting for it to finish")
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise StoreError(f"store {store_uri} is still being written by {_holder(fd)} after "
+                                         f"{timeout:.0f} s") from None
+                    time.sleep(0.2)
+        info = {"what": what, "pid": os.getpid(), "host": socket.gethostname(),
+                "since": datetime.now(UTC).isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

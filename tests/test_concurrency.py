@@ -1,0 +1,54 @@
+"""Two writers on one store: the second waits for the first; the store ends as one clean run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import make_settings, vectors_of
+from omnivec.pipeline.run import ingest
+from omnivec.store import Store
+
+
+def test_two_ingests_started_together_end_like_one_clean_run(tmp_path, corpus, tiny_clip_dir):
+    flags = ["--model", f"local-dir:{tiny_clip_dir}", "--local", "--batch-size", "4"]
+    env = {**os.environ, "OMNIVEC_SPACES__TEXT__ENABLED": "false", "OMNIVEC_SPACES__CLAP__ENABLED": "false"}
+    cwd = Path(__file__).resolve().parents[1]
+    store = tmp_path / "shared"
+    # overlapping sources: the whole corpus, and its images folder
+    cmds = [[sys.executable, "-m", "flows.cli", "ingest", str(src), "--store", str(store), *flags]
+            for src in (corpus, corpus / "images")]
+    procs = [subprocess.Popen(c, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for c in cmds]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
+    assert any("waiting for it to finish" in err for _, err in outs)  # one of them waited, and said so
+    clean = make_settings(tmp_path / "clean", tiny_clip_dir, batch_size=4)
+    ingest([str(corpus)], clean)
+    got = vectors_of(store, "clip", ["vector_id", "vector"]).to_pylist()
+    want = vectors_of(clean.store, "clip", ["vector_id", "vector"]).to_pylist()
+    assert len({r["vector_id"] for r in got}) == len(got) == 24  # nothing duplicated
+    assert sorted((r["vector_id"], tuple(r["vector"])) for r in got) == \
+        sorted((r["vector_id"], tuple(r["vector"])) for r in want)  # same batches either way: bit for bit
+    assert Store(str(store)).count("items") == 24
+
+
+def test_lock_is_released_when_a_writer_dies(tmp_path):
+    import signal
+    import time
+
+    from omnivec.store.lock import writer_lock
+
+    code = ("import time\nfrom omnivec.store.lock import writer_lock\n"
+            f"with writer_lock({str(tmp_path)!r}, 'holder'):\n    print('held', flush=True)\n    time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    waited: list[str] = []
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    t0 = time.monotonic()
+    with writer_lock(str(tmp_path), "next", timeout=10, on_wait=waited.append):
+        pass
+    assert time.monotonic() - t0 < 5 and waited == []  # the kernel dropped the dead writer's lock
