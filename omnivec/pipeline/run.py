@@ -6,7 +6,6 @@ composes them without Prefect, for notebooks and as the reference behaviour.
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import time
@@ -29,8 +28,9 @@ from omnivec.pipeline.report import RunReport
 from omnivec.pipeline.spaces import SpaceState, load_spaces, register_spaces, resolve_spaces
 from omnivec.progress import reporter
 from omnivec.sources import Discovery, discover, item_id_for, modality_for
+from omnivec.store.history import record_run
 from omnivec.store.lock import writer_lock
-from omnivec.store.schema import ERRORS, RUNS
+from omnivec.store.schema import ERRORS
 from omnivec.store.store import Store
 
 log = logging.getLogger("omnivec")
@@ -87,10 +87,11 @@ def finish(ctx: RunContext, committer: Committer, discovery: Discovery, plan: Pl
     committer.delete(plan.deleted, vector_tables)
     now = datetime.now(UTC)
     if plan.problems:
-        rows: list[dict[str, Any]] = [{"error_id": f"{item_id_for(uri)}:*", "item_id": item_id_for(uri), "uri": uri,
-                 "modality": modality_for(uri), "stage": "discover", "error_class": "OSError",
-                 "message": msg, "attempts": 1, "run_id": ctx.run_id, "created_at": now}
-                for uri, msg in plan.problems]
+        rows: list[dict[str, Any]] = [
+            {"error_id": f"{item_id_for(uri)}:*", "item_id": item_id_for(uri), "uri": uri,
+             "modality": modality_for(uri), "stage": "discover", "error_class": "OSError", "message": msg,
+             "attempts": 1, "run_id": ctx.run_id, "created_at": now}
+            for uri, msg in plan.problems]
         store.upsert("errors", pa.Table.from_pylist(rows, schema=ERRORS))
         for row in rows:
             committer.counts.setdefault(row["modality"] or "other", Counter())["failed"] += 1
@@ -105,14 +106,8 @@ def finish(ctx: RunContext, committer: Committer, discovery: Discovery, plan: Pl
                        skipped=discovery.skipped)
     report.drift = check_drift(store, states, ctx.settings)
     report.wall_seconds = time.perf_counter() - ctx.t0
-    versions = store.versions()
-    run_row = {"run_id": ctx.run_id, "run_name": ctx.run_name, "started_at": ctx.started_at,
-               "ended_at": now, "status": "completed", "sources": json.dumps(ctx.sources),
-               "counts": json.dumps({m: dict(c) for m, c in report.counts.items()}),
-               "versions": json.dumps(versions), "tag": ctx.run_name,
-               "seconds": report.wall_seconds}
-    store.upsert("runs", pa.Table.from_pylist([run_row], schema=RUNS))
-    report.tagged = store.tag_all(ctx.run_name)
+    report.tagged = record_run(store, ctx.run_id, ctx.run_name, ctx.started_at, "completed", ctx.sources,
+                               {m: dict(c) for m, c in report.counts.items()})
     report.errors_total = store.count("errors")
     return report
 
