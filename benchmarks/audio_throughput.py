@@ -69,7 +69,7 @@ def main() -> None:
         model_dir = make_tiny_clap(work / f"clap-{size}", size=size)
         settings = load_settings(env={}, overrides={
             "store": str(work / f"store-{size}"), "batch_size": args.batch_size, "device": args.device,
-            "spaces": {"clap": {"model": str(model_dir)}, "clip": {"enabled": False}}})
+            "spaces": {"clap": {"model": str(model_dir)}, "clip": {"enabled": False}, "text": {"enabled": False}}})
         enc = load_encoder(settings.spaces["clap"], args.device)
         enc.embed("audio", [np.zeros(480000, np.float32)])  # warm-up
 

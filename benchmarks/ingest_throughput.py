@@ -87,7 +87,8 @@ def main() -> None:
     def settings(store: Path):  # type: ignore[no-untyped-def]
         return load_settings(env={}, overrides={
             "store": str(store), "batch_size": args.batch_size, "device": args.device,
-            "spaces": {"clip": {"model": args.model, "pretrained": args.pretrained}}})
+            "spaces": {"clip": {"model": args.model, "pretrained": args.pretrained},
+                       "clap": {"enabled": False}, "text": {"enabled": False}}})  # images only take clip
 
     load_encoder(settings(work / "warm").spaces["clip"], args.device)  # loaded once, like a worker
     bare_loop(paths[: args.batch_size], model, preprocess, args.batch_size)  # warm-up forward
