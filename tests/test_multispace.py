@@ -178,12 +178,13 @@ def test_assets_by_stem_and_manifest_with_a_missing_file(tmp_path, tiny_clip_dir
 
 
 def test_python_api_and_cli_search_never_import_prefect(text_store):
+    """`omnivec.search` and the CLI module (search/status/errors) answer without loading Prefect."""
     import subprocess
     import sys
 
     _, settings = text_store
     code = (
-        "import sys, omnivec\n"
+        "import sys, omnivec, flows.cli\n"
         f"s = omnivec.load_settings(env={{}}, overrides={{'store': {settings.store!r}, "
         "'spaces': {'clip': {'enabled': False}, 'clap': {'enabled': False}}})\n"
         "hits = omnivec.search('warm bread just baked', k=3, settings=s)\n"
