@@ -11,10 +11,13 @@ import typer
 from rich.table import Table
 
 from flows.cli_common import (
+    ClapOpt,
     ConfigOpt,
     DeviceOpt,
+    ModelOpt,
     PretrainedOpt,
     StoreOpt,
+    TextOpt,
     _Bar,
     _guard,
     _settings,
@@ -210,3 +213,28 @@ def maintain(store: StoreOpt = None, config: ConfigOpt = None,
     out.print(t)
 
 
+
+
+@app.command("serve")
+def serve_cmd(
+    sources: Annotated[list[Path], typer.Argument(help="folders and files the scheduled ingest reads")],
+    store: StoreOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None, clap_model: ClapOpt = None,
+    text_model: TextOpt = None, device: DeviceOpt = None, config: ConfigOpt = None,
+    cron: Annotated[str, typer.Option("--cron", help="ingest schedule (cron)")] = "*/30 * * * *",
+    maintain_cron: Annotated[str, typer.Option("--maintain-cron", help="maintain schedule (cron)")] = "0 3 * * *",
+) -> None:
+    """Serve the ingest (scheduled), maintain (nightly) and reembed (manual) deployments; needs a Prefect server."""
+
+    def body() -> None:
+        from omnivec.sources import discover
+
+        s = _settings(config, store, model, pretrained, device, clap_model, text_model)
+        discover([str(p) for p in sources], s.include, s.exclude, s.include_hidden)  # fail fast, exit 2
+        from flows.serve import require_server, serve
+
+        require_server()
+        out.print(f"serving ingest ({cron}), maintain ({maintain_cron}) and reembed for store {s.store}; "
+                  "Ctrl-C to stop (schedules stay active)", highlight=False)
+        serve([str(p) for p in sources], s, cron, maintain_cron)
+
+    _guard(body)
