@@ -65,20 +65,14 @@ def ingest_flow(sources: list[str], settings: dict[str, Any] | None = None,
         progress.start(total, "ingest")
         done = 0
         window: list[PrefectFuture[BatchResult]] = []
-        buffer: list[BatchResult] = []
-        buffered_rows = 0
-
         def drain(fut: PrefectFuture[BatchResult]) -> None:
-            nonlocal done, buffered_rows
+            nonlocal done
             result = fut.result()
-            buffer.append(result)
-            buffered_rows += result.items.num_rows + sum(t.num_rows for t in result.vectors.values())
+            committer.add(result, flush=False)
             done += result.items.num_rows
             progress.advance(result.items.num_rows)
-            if buffered_rows >= committer.flush_rows:
-                commit_task(committer, list(buffer))
-                buffer.clear()
-                buffered_rows = 0
+            if committer.due:
+                commit_task(committer)
             if total:
                 update_progress_artifact(progress_id, 100.0 * done / total)
 
@@ -90,8 +84,8 @@ def ingest_flow(sources: list[str], settings: dict[str, Any] | None = None,
                     drain(window.pop(0))
             for fut in window:
                 drain(fut)
-            if buffer:
-                commit_task(committer, buffer)
+            if committer.pending_items:
+                commit_task(committer)
         finally:
             progress.stop()
         report = finish_task(ctx, committer, discovery, plan, states)

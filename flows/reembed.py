@@ -65,12 +65,14 @@ def reembed_flow(space: str, model: str, pretrained: str | None = None,
                 window.append(task_.submit(items, target, {space: plan.target}, ctx.run_id))
                 if len(window) > s.workers:
                     result = window.pop(0).result()
-                    done += commit_task(committer, [result])
+                    committer.add(result, flush=False)
+                    done += commit_task(committer)
                     bar.advance(result.items.num_rows)
                     update_progress_artifact(progress_id, 100.0 * done / max(total, 1))
             for fut in window:
                 result = fut.result()
-                done += commit_task(committer, [result])
+                committer.add(result, flush=False)
+                done += commit_task(committer)
                 bar.advance(result.items.num_rows)
         finally:
             bar.stop()

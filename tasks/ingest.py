@@ -7,11 +7,14 @@ some (plans, batches) are large to hash.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 import flows.prefect_env  # noqa: F401  (must precede the prefect import)
 from omnivec.config import Settings
+from omnivec.errors import OmnivecError
 from omnivec.pipeline.batch import BatchResult, process_batch
 from omnivec.pipeline.commit import Committer
 from omnivec.pipeline.plan import Plan, WorkItem
@@ -52,13 +55,26 @@ def embed_batch_task(items: list[WorkItem], settings: Settings, states: dict[str
     return result
 
 
-@task(name="commit", cache_policy=NO_CACHE, retries=0)
-def commit_task(committer: Committer, results: list[BatchResult]) -> int:
-    """Write buffered batch results in one merge per table (the only writer of the run)."""
-    for r in results:
-        committer.add(r)
+def transient_io(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a commit on I/O trouble (object storage, network file systems), never on anything else:
+    bad files never raise here (they are `errors` rows), and a logic error would fail every time."""
+    try:
+        state.result()
+    except (OSError, TimeoutError) as exc:
+        return not isinstance(exc, OmnivecError)
+    except Exception:  # noqa: BLE001 - not transient
+        return False
+    return False
+
+
+@task(name="commit", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 4, 16],
+      retry_condition_fn=transient_io)
+def commit_task(committer: Committer) -> int:
+    """Write the buffered batch results in one merge per table (the only writer of the run); a flush
+    that fails part-way is safe to repeat, so transient I/O errors are retried with backoff."""
+    pending = committer.pending_items
     committer.flush()
-    return sum(r.items.num_rows for r in results)
+    return pending
 
 
 @task(name="finish-and-tag", cache_policy=NO_CACHE, retries=0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import vtable
+from conftest import vectors_of, vtable
 from fixtures.bad_files import write_bad_corpus
 from omnivec.store import Store
 
@@ -47,3 +47,45 @@ def test_flow_rerun_is_a_noop(prefect_harness, settings, corpus):
     assert first.embedded == 24 and second.embedded == 0
     assert sum(c["unchanged"] for c in second.counts.values()) == 24
     assert Store(settings.store).count(vtable(settings.store, "clip")) == 24
+
+
+def test_commit_retries_a_transient_io_error_and_counts_once(prefect_harness, settings, corpus, monkeypatch):
+    from flows.ingest import run_ingest_flow
+    from omnivec.store.store import Store as StoreClass
+
+    real = StoreClass.upsert
+    failures = {"items": 1}
+
+    def flaky(self, name, rows, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if failures.get(name):
+            failures[name] -= 1  # the vectors are already written: the retry repeats them, keyed
+            raise OSError("connection reset by peer (simulated object-store hiccup)")
+        return real(self, name, rows, *args, **kwargs)
+
+    monkeypatch.setattr(StoreClass, "upsert", flaky)
+    report = run_ingest_flow([str(corpus)], settings)
+    assert failures["items"] == 0  # the failure did happen
+    assert report.embedded == 24 and report.counts["image"]["new"] == 18  # counted once, not twice
+    store = Store(settings.store)
+    assert store.count("items") == 24
+    rows = vectors_of(store, "clip", ["vector_id"]).to_pylist()
+    assert len(rows) == len({r["vector_id"] for r in rows}) == 24
+
+
+def test_commit_does_not_retry_a_logic_error(prefect_harness, settings, corpus, monkeypatch):
+    from flows.ingest import ingest_flow
+    from omnivec.store.store import Store as StoreClass
+
+    real = StoreClass.upsert
+    calls = {"items": 0}
+
+    def broken(self, name, rows, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if name == "items":
+            calls["items"] += 1
+            raise ValueError("a bug, not a hiccup")
+        return real(self, name, rows, *args, **kwargs)
+
+    monkeypatch.setattr(StoreClass, "upsert", broken)
+    state = ingest_flow(sources=[str(corpus / "texts")], settings=settings.model_dump(), return_state=True)
+    assert state.is_failed()
+    assert calls["items"] == 1  # the commit ran once: no retry of a non-I/O error

@@ -33,22 +33,45 @@ class Committer:
         self.flush_rows = flush_rows
         self._pending: list[BatchResult] = []
         self._rows = 0
+        self._staged_errors: pa.Table | None = None
         self.counts: dict[str, Counter[str]] = {}
         self.seconds: dict[str, Counter[str]] = {}
         self.written: Counter[str] = Counter()  # table -> rows written
 
-    def add(self, result: BatchResult) -> None:
+    @property
+    def pending_items(self) -> int:
+        return sum(r.items.num_rows for r in self._pending)
+
+    @property
+    def due(self) -> bool:
+        """Whether enough rows are buffered for a flush."""
+        return self._rows >= self.flush_rows
+
+    def add(self, result: BatchResult, flush: bool = True) -> None:
+        """Buffer a batch result; writes happen in :meth:`flush` (here once ``due``, unless ``flush``
+        is False: the Prefect flow flushes in its own, retried, commit task)."""
         self._pending.append(result)
         self._rows += result.items.num_rows + sum(t.num_rows for t in result.vectors.values())
-        self.counts.setdefault(result.modality, Counter()).update(result.counts)
-        self.seconds.setdefault(result.modality, Counter()).update(result.seconds)
-        if self._rows >= self.flush_rows:
+        if flush and self.due:
             self.flush()
 
     def flush(self) -> None:
+        """Write everything buffered. Every write is keyed (or a delete by key), so a flush that failed
+        part-way (a transient I/O error) can simply be called again: the buffer is only cleared, and
+        the counts only taken, once all writes succeeded."""
         if not self._pending:
             return
-        results, self._pending, self._rows = self._pending, [], 0
+        results = self._pending
+        if self._staged_errors is None:  # attempts are counted once, not once per retry
+            errors = pa.concat_tables([r.errors for r in results])
+            self._staged_errors = self._count_attempts(errors) if errors.num_rows else errors
+        self._write(results, self._staged_errors)
+        for result in results:
+            self.counts.setdefault(result.modality, Counter()).update(result.counts)
+            self.seconds.setdefault(result.modality, Counter()).update(result.seconds)
+        self._pending, self._rows, self._staged_errors = [], 0, None
+
+    def _write(self, results: list[BatchResult], errors: pa.Table) -> None:
         spaces = {s for r in results for s in r.replace}
         for space in sorted(spaces):
             ids = sorted({i for r in results for i in r.replace.get(space, ())})
@@ -63,9 +86,8 @@ class Committer:
             else:
                 for part in _chunks(ids):
                     self.store.delete(name, sql_in("item_id", part))
-        errors = pa.concat_tables([r.errors for r in results])
         if errors.num_rows:
-            self.store.upsert("errors", self._count_attempts(errors))
+            self.store.upsert("errors", errors)
             self.written["errors"] += errors.num_rows
         cleared = sorted({i for r in results for i in r.cleared}) if self.write_items else []
         for part in _chunks(cleared):
