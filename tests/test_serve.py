@@ -78,7 +78,19 @@ def test_serve_runs_a_scheduled_deployment_on_a_real_server(tmp_path, corpus, ti
         assert [s["schedule"]["cron"] for s in schedules] == ["0 0 1 1 *"] and schedules[0]["active"]
         names = {d["name"] for d in http.post("/deployments/filter", json={}).json()}
         assert {"ingest", "maintain", "reembed"} <= names
-        run = http.post(f"/deployments/{dep['id']}/create_flow_run", json={}).json()
+        attempts: list[str] = []
+
+        def create_run() -> dict | None:
+            resp = http.post(f"/deployments/{dep['id']}/create_flow_run", json={})
+            if resp.status_code >= 300:
+                attempts.append(f"{resp.status_code}: {resp.text[:300]}")  # e.g. while serve is still registering
+                return None
+            return resp.json()
+
+        try:
+            run = _wait(create_run, 60, "a flow run of the ingest deployment")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; responses: {attempts}") from None
 
         def finished() -> dict | None:
             state = http.get(f"/flow_runs/{run['id']}").json()["state"]
