@@ -81,7 +81,10 @@ def test_serve_runs_a_scheduled_deployment_on_a_real_server(tmp_path, corpus, ti
         attempts: list[str] = []
 
         def create_run() -> dict | None:
-            resp = http.post(f"/deployments/{dep['id']}/create_flow_run", json={})
+            current = deployment()  # looked up again: the served process may still be re-registering it
+            if current is None:
+                return None
+            resp = http.post(f"/deployments/{current['id']}/create_flow_run", json={})
             if resp.status_code >= 300:
                 attempts.append(f"{resp.status_code}: {resp.text[:300]}")  # e.g. while serve is still registering
                 return None
