@@ -73,10 +73,13 @@ def test_serve_runs_a_scheduled_deployment_on_a_real_server(tmp_path, corpus, ti
             found = http.post("/deployments/filter", json={"deployments": {"name": {"any_": ["ingest"]}}}).json()
             return found[0] if found else None
 
-        dep = _wait(deployment, 180, "the ingest deployment")
-        schedules = http.get(f"/deployments/{dep['id']}/schedules").json()
+        _wait(deployment, 180, "the ingest deployment")
+        schedules = _wait(lambda: http.get(f"/deployments/{deployment()['id']}/schedules").json(), 60,
+                          "the ingest deployment's schedule")  # registered right after the deployment
         assert [s["schedule"]["cron"] for s in schedules] == ["0 0 1 1 *"] and schedules[0]["active"]
-        names = {d["name"] for d in http.post("/deployments/filter", json={}).json()}
+        names = _wait(lambda: {"ingest", "maintain", "reembed"} <= (
+            found := {d["name"] for d in http.post("/deployments/filter", json={}).json()}) and found, 60,
+            "all three deployments")
         assert {"ingest", "maintain", "reembed"} <= names
         attempts: list[str] = []
 
