@@ -15,9 +15,11 @@ from rich.table import Table
 from flows.cli_common import (
     ClapOpt,
     ConfigOpt,
+    DaskOpt,
     DeviceOpt,
     ModelOpt,
     PretrainedOpt,
+    RunnerOpt,
     StoreOpt,
     TextOpt,
     _Bar,
@@ -38,7 +40,8 @@ def ingest(
     text_model: TextOpt = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="items per forward pass")] = None,
     device: DeviceOpt = None,
-    workers: Annotated[int | None, typer.Option("--workers", min=1, help="batches in flight")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="batches in flight (and local Dask workers)")] = None,
+    task_runner: RunnerOpt = None, dask_address: DaskOpt = None,
     include: Annotated[list[str] | None, typer.Option("--include", help="glob a path must match (repeatable)")] = None,
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="glob that drops a path (repeatable)")] = None,
     include_hidden: Annotated[bool | None, typer.Option("--include-hidden", help="also read hidden files and folders")] = None,
@@ -55,7 +58,7 @@ def ingest(
         from omnivec.store import Store
 
         s = _settings(config, store, model, pretrained, device, clap_model, text_model, batch_size=batch_size, workers=workers,
-                      include=include or None, exclude=exclude or None, include_hidden=include_hidden)
+                      task_runner=task_runner, dask_address=dask_address, include=include or None, exclude=exclude or None, include_hidden=include_hidden)
         discover([str(p) for p in paths], s.include, s.exclude, s.include_hidden)  # fail fast, exit 2
         Store(s.store, create=True)
         from omnivec.progress import set_reporter

@@ -13,9 +13,11 @@ from rich.table import Table
 from flows.cli_common import (
     ClapOpt,
     ConfigOpt,
+    DaskOpt,
     DeviceOpt,
     ModelOpt,
     PretrainedOpt,
+    RunnerOpt,
     StoreOpt,
     TextOpt,
     _Bar,
@@ -153,11 +155,14 @@ def reembed(
     promote: Annotated[bool, typer.Option("--promote", help="make the new space the default of its name once complete")] = False,
     local: Annotated[bool, typer.Option("--local", help="run without Prefect")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="batches in flight (and local Dask workers)")] = None,
+    task_runner: RunnerOpt = None, dask_address: DaskOpt = None,
 ) -> None:
     """Encode every stored item of a space's modalities into a new space; resumable, the old space stays."""
 
     def body() -> dict[str, Any]:
-        s = _settings(config, store, device=device, batch_size=batch_size)
+        s = _settings(config, store, device=device, batch_size=batch_size, workers=workers,
+                      task_runner=task_runner, dask_address=dask_address)
         from omnivec.progress import set_reporter
 
         set_reporter(_Bar())
@@ -222,13 +227,16 @@ def serve_cmd(
     text_model: TextOpt = None, device: DeviceOpt = None, config: ConfigOpt = None,
     cron: Annotated[str, typer.Option("--cron", help="ingest schedule (cron)")] = "*/30 * * * *",
     maintain_cron: Annotated[str, typer.Option("--maintain-cron", help="maintain schedule (cron)")] = "0 3 * * *",
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="batches in flight (and local Dask workers)")] = None,
+    task_runner: RunnerOpt = None, dask_address: DaskOpt = None,
 ) -> None:
     """Serve the ingest (scheduled), maintain (nightly) and reembed (manual) deployments; needs a Prefect server."""
 
     def body() -> None:
         from omnivec.sources import discover
 
-        s = _settings(config, store, model, pretrained, device, clap_model, text_model)
+        s = _settings(config, store, model, pretrained, device, clap_model, text_model, workers=workers,
+                      task_runner=task_runner, dask_address=dask_address)
         discover([str(p) for p in sources], s.include, s.exclude, s.include_hidden)  # fail fast, exit 2
         from flows.serve import require_server, serve
 

@@ -26,6 +26,8 @@ ModelOpt = Annotated[str | None, typer.Option("--model", help="clip space model:
 PretrainedOpt = Annotated[str | None, typer.Option("--pretrained", help="clip space weights: pretrained tag or checkpoint path ('none' = random init)")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | mps")]
 TextOpt = Annotated[str | None, typer.Option("--text-model", help="text space model: sentence-transformers id or folder")]
+RunnerOpt = Annotated[str | None, typer.Option("--task-runner", help="where batches run: threads | dask [env OMNIVEC_TASK_RUNNER]")]
+DaskOpt = Annotated[str | None, typer.Option("--dask-address", help="join this Dask scheduler (tcp://host:8786) instead of starting a local cluster [env OMNIVEC_DASK_ADDRESS]")]
 ClapOpt = Annotated[str | None, typer.Option("--clap-model", help="clap space model: Hugging Face id or a save_pretrained folder")]
 
 

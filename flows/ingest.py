@@ -18,9 +18,9 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.futures import PrefectFuture
-from prefect.task_runners import ThreadPoolTaskRunner
 
 import flows.prefect_env  # noqa: F401  (must precede the prefect import)
+from flows.runners import runner_from_env, runner_kind, task_runner_for
 from omnivec.config import Settings, load_settings
 from omnivec.pipeline.batch import BatchResult
 from omnivec.pipeline.commit import Committer
@@ -38,12 +38,13 @@ def _run_name() -> str:
 
 
 @flow(name="ingest", flow_run_name=_run_name, log_prints=False, validate_parameters=True,
-      task_runner=ThreadPoolTaskRunner(max_workers=2))
+      task_runner=runner_from_env())
 def ingest_flow(sources: list[str], settings: dict[str, Any] | None = None,
                 retry_errors: bool = False, pinned: list[str] | None = None) -> RunReport:
     """Ingest files under ``sources`` into the store named by ``settings`` (defaults, config
     file and OMNIVEC_* environment when None). ``pinned``: spaces whose model the caller chose;
     the others follow the store's default space of their name."""
+    from prefect.context import FlowRunContext
     from prefect.runtime import flow_run
 
     logger = get_run_logger()
@@ -52,6 +53,7 @@ def ingest_flow(sources: list[str], settings: dict[str, Any] | None = None,
         s._pinned = set(pinned or [])
     else:
         s = load_settings()
+    _check_runner(s, logger, FlowRunContext.get())
     Store(s.store, create=True)
     with writer_lock(s.store, f"ingest flow {flow_run.get_name() or ''}", on_wait=logger.warning):
         s = resolve_spaces(s, Store(s.store, create=True))
@@ -105,9 +107,21 @@ def ingest_flow(sources: list[str], settings: dict[str, Any] | None = None,
         return report
 
 
+def _check_runner(s: Settings, logger: Any, ctx: Any) -> None:
+    """Say which runner the batches use, and when it is not the one the settings ask for (a deployment
+    takes its runner from OMNIVEC_TASK_RUNNER in the environment of the process that runs it)."""
+    have = runner_kind(getattr(ctx, "task_runner", None))
+    if have != s.task_runner:
+        logger.warning("settings ask for task_runner=%s but this flow run uses %s: set OMNIVEC_TASK_RUNNER=%s "
+                       "(and OMNIVEC_DASK_ADDRESS) in the environment of the process that runs the flow",
+                       s.task_runner, have, s.task_runner)
+    else:
+        logger.info("batches run on %s%s", have, f" at {s.dask_address}" if have == "dask" and s.dask_address else "")
+
+
 def run_ingest_flow(sources: list[str], settings: Settings, retry_errors: bool = False) -> RunReport:
-    """Run the flow with a task runner sized by ``settings.workers``."""
-    runner = ThreadPoolTaskRunner(max_workers=settings.workers)
+    """Run the flow on the task runner ``settings`` ask for (threads, or Dask workers)."""
+    runner = task_runner_for(settings)
     return ingest_flow.with_options(task_runner=runner)(
         sources=[str(p) for p in sources], settings=settings.model_dump(), retry_errors=retry_errors,
         pinned=sorted(settings._pinned),

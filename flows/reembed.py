@@ -12,9 +12,9 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.task_runners import ThreadPoolTaskRunner
 
 import flows.prefect_env  # noqa: F401  (must precede the prefect import)
+from flows.runners import runner_from_env, task_runner_for
 from omnivec.config import Settings, load_settings
 from omnivec.pipeline.commit import Committer
 from omnivec.pipeline.reembed import ReembedPlan, plan_reembed, reembed_batches, summary, target_settings
@@ -39,7 +39,7 @@ def _run_name(parameters: dict[str, Any] | None = None) -> str:
     return f"reembed-{datetime.now(UTC):%Y%m%d-%H%M%S}"
 
 
-@flow(name="reembed", flow_run_name=_run_name, log_prints=False, task_runner=ThreadPoolTaskRunner(max_workers=2))
+@flow(name="reembed", flow_run_name=_run_name, log_prints=False, task_runner=runner_from_env())
 def reembed_flow(space: str, model: str, pretrained: str | None = None,
                  settings: dict[str, Any] | None = None, promote: bool = False) -> dict[str, Any]:
     """Re-embed the stored items of ``space`` with ``model``/``pretrained`` into a new space;
@@ -92,6 +92,6 @@ def reembed_flow(space: str, model: str, pretrained: str | None = None,
 
 def run_reembed_flow(settings: Settings, space: str, model: str, pretrained: str | None = None,
                      promote: bool = False) -> dict[str, Any]:
-    runner = ThreadPoolTaskRunner(max_workers=settings.workers)
+    runner = task_runner_for(settings)
     return reembed_flow.with_options(task_runner=runner)(space=space, model=model, pretrained=pretrained,
                                                          settings=settings.model_dump(), promote=promote)

@@ -61,6 +61,11 @@ def serve(sources: list[str], settings: Settings, cron: str = DEFAULT_INGEST_CRO
           maintain_cron: str = DEFAULT_MAINTAIN_CRON) -> None:
     """Serve the deployments until interrupted."""
     require_server()
+    # each flow run is a child process that picks its task runner when it imports the flow module
+    os.environ["OMNIVEC_TASK_RUNNER"] = settings.task_runner
+    os.environ["OMNIVEC_WORKERS"] = str(settings.workers)
+    if settings.dask_address:
+        os.environ["OMNIVEC_DASK_ADDRESS"] = settings.dask_address
     from prefect import serve as prefect_serve
 
     prefect_serve(*build_deployments(sources, settings, cron, maintain_cron), pause_on_shutdown=False)

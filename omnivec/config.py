@@ -32,6 +32,7 @@ ENV_PREFIX = "OMNIVEC_"
 DEFAULT_CONFIG_NAME = "omnivec.toml"
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
+TaskRunnerKind = Literal["threads", "dask"]
 
 
 class SpaceSettings(BaseModel):
@@ -77,6 +78,10 @@ class Settings(BaseModel):
     batch_size: int = Field(default=64, ge=1)
     device: Device = "auto"
     workers: int = Field(default=2, ge=1, description="batches decoded/encoded concurrently")
+    task_runner: TaskRunnerKind = Field(
+        default="threads", description="where flow batches run: threads of the flow process, or dask workers")
+    dask_address: str | None = Field(
+        default=None, description="scheduler of an existing Dask cluster (tcp://host:8786); none: a local cluster")
     include: list[str] = Field(default_factory=list, description="glob patterns a path must match")
     exclude: list[str] = Field(default_factory=list, description="glob patterns that drop a path")
     include_hidden: bool = False

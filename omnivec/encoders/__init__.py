@@ -24,6 +24,7 @@ _BUILTIN: dict[str, str] = {
 _REGISTRY: dict[str, type[Encoder]] = {}
 _LOADED: dict[tuple[str, str], Encoder] = {}
 _LOAD_LOCK = threading.Lock()
+_LOADS = 0
 
 E = TypeVar("E", bound=type[Encoder])
 
@@ -64,7 +65,14 @@ def load_encoder(settings: SpaceSettings, device: str = "auto") -> Encoder:
         if key not in _LOADED:
             cls = encoder_class(settings.encoder)
             _LOADED[key] = cls(settings, resolve_device(device))
+            global _LOADS
+            _LOADS += 1
         return _LOADED[key]
+
+
+def load_count() -> int:
+    """How many encoders this process has loaded (each model once, unless the cache was cleared)."""
+    return _LOADS
 
 
 def clear_cache() -> None:
@@ -77,6 +85,7 @@ __all__ = [
     "Segment",
     "available_encoders",
     "clear_cache",
+    "load_count",
     "encoder_class",
     "load_encoder",
     "register",
