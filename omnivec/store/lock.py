@@ -2,14 +2,18 @@
 
 A second writer on the same store waits (printing who holds the lock) instead of racing; readers
 never take it. The lock is an ``flock`` on ``<store>/.omnivec-writer.lock``, released by the kernel
-when the holder dies, so a killed run never leaves a stale lock behind. Object-store stores
-(``s3://...``) have no local lock file: run one writer per store there.
+when the holder dies, so a killed run never leaves a stale lock behind. For an object-store store
+(``s3://...``) the lock file lives on the local machine, keyed by the store's address
+(``$XDG_CACHE_HOME/omnivec/locks``): writers on one machine take turns; writers on different
+machines are kept apart by the table format's own commit protocol, which makes a conflicting
+commit retry or fail rather than overwrite.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -31,15 +35,22 @@ def _holder(fd: int) -> str:
         return "another writer"
 
 
+def lock_path(store_uri: str) -> str:
+    """Where the writer lock of a store lives (made if missing)."""
+    if "://" not in store_uri:
+        os.makedirs(store_uri, exist_ok=True)
+        return os.path.join(store_uri, LOCK_NAME)
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = os.path.join(cache, "omnivec", "locks")
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, hashlib.sha256(store_uri.rstrip("/").encode()).hexdigest()[:32] + ".lock")
+
+
 @contextlib.contextmanager
 def writer_lock(store_uri: str, what: str, timeout: float | None = None,
                 on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
     """Hold the store's writer lock; wait for it (``on_wait`` is told once) up to ``timeout`` seconds."""
-    if "://" in store_uri:
-        yield
-        return
-    os.makedirs(store_uri, exist_ok=True)
-    fd = os.open(os.path.join(store_uri, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(lock_path(store_uri), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

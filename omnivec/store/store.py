@@ -34,6 +34,43 @@ def _is_remote(uri: str) -> bool:
     return "://" in uri
 
 
+def storage_options(uri: str) -> dict[str, str]:
+    """Object-store options from the usual AWS variables: an ``AWS_ENDPOINT_URL`` (S3-compatible
+    servers such as MinIO) and plain http for such an endpoint. Credentials and region are read by
+    the object-store client itself (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, profiles)."""
+    if not uri.startswith(("s3://", "s3a://")):
+        return {}
+    opts: dict[str, str] = {}
+    endpoint = (os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+                or os.environ.get("AWS_ENDPOINT"))
+    if endpoint:
+        opts["aws_endpoint"] = endpoint
+        if endpoint.startswith("http://"):
+            opts["allow_http"] = "true"
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        opts["aws_region"] = region
+    return opts
+
+
+def brief(exc: BaseException, limit: int = 400) -> str:
+    """An object-store error without the Rust location and backtrace that follow its message."""
+    text = str(exc)
+    status = re.search(r"status: (\d{3})", text)
+    known = {"404": "no such bucket (HTTP 404)", "403": "access denied (HTTP 403)",
+             "301": "the bucket is in another region (HTTP 301)"}
+    if status and status.group(1) in known:
+        return known[status.group(1)]
+    if "BadScheme" in text:
+        return "the endpoint's scheme is not allowed (use http:// or https:// in AWS_ENDPOINT_URL)"
+    if "Connection refused" in text or "ConnectError" in text or "error sending request" in text:
+        return "the object store did not answer (connection refused)"
+    for marker in (", location: Location", " backtrace:"):
+        if marker in text:
+            text = text[:text.index(marker)]
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class Store:
     """A folder (or object-store prefix) of LanceDB tables.
 
@@ -49,9 +86,13 @@ class Store:
             self.uri = os.path.abspath(self.uri)
             self._check_local(create)
         try:
-            self.db = lancedb.connect(self.uri)
+            self.db = lancedb.connect(self.uri, storage_options=storage_options(self.uri) or None)
+            if _is_remote(self.uri):
+                self.table_names()  # reach the bucket now: a wrong endpoint or bucket fails here, clearly
         except Exception as exc:
-            raise StoreError(f"store {self.uri} cannot be opened: {exc}") from exc
+            hint = (" (check the bucket exists, AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
+                    "and AWS_REGION)") if _is_remote(self.uri) else ""
+            raise StoreError(f"store {self.uri} cannot be opened: {brief(exc)}{hint}") from None
         self._tables: dict[str, Any] = {}
 
     def _check_local(self, create: bool) -> None:
