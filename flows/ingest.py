@@ -97,6 +97,9 @@ def ingest_flow(sources: list[str], settings: dict[str, Any] | None = None,
         rows = report.rows()
         if rows:
             create_table_artifact(rows, key="ingest-modalities", description="per-modality counts")
+        if report.failed:
+            create_table_artifact(_error_rows(s.store, ctx.run_id), key="ingest-errors",
+                                  description=f"files that failed in {ctx.run_name} (first {ERROR_ROWS})")
         for space in report.drifted:
             logger.warning("drift canary: space %s min cosine %s over %s stored segments", space,
                            report.drift[space]["min_cosine"], report.drift[space]["segments"])
@@ -105,6 +108,21 @@ def ingest_flow(sources: list[str], settings: dict[str, Any] | None = None,
                     sum(c["unchanged"] for c in report.counts.values()),
                     sum(c["deleted"] for c in report.counts.values()), report.wall_seconds)
         return report
+
+
+ERROR_ROWS = 200
+
+
+def _error_rows(store_uri: str, run_id: str) -> list[dict[str, Any]]:
+    """The errors this run recorded, for the dashboard (`omnivec errors` lists them all)."""
+    from omnivec.store.store import sql_in
+
+    tbl = Store(store_uri).table("errors")
+    if tbl is None:
+        return []
+    cols = ["uri", "modality", "space", "stage", "error_class", "message", "attempts"]
+    rows = tbl.search().where(sql_in("run_id", [run_id])).select(cols).limit(ERROR_ROWS).to_list()
+    return [{c: (r[c][:300] if c == "message" and r[c] else r[c]) for c in cols} for r in rows]
 
 
 def _check_runner(s: Settings, logger: Any, ctx: Any) -> None:

@@ -33,7 +33,12 @@ def test_ingest_flow_completes_with_bad_files_and_publishes_artifacts(prefect_ha
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])))
     by_key = {a.key: a for a in arts if a.key}
-    assert {"ingest-summary", "ingest-modalities"} <= set(by_key)
+    assert {"ingest-summary", "ingest-modalities", "ingest-errors"} <= set(by_key)
+    import json
+
+    error_rows = json.loads(by_key["ingest-errors"].data)
+    assert len(error_rows) == len(expected_errors)
+    assert {r["uri"].rsplit("/", 1)[-1] for r in error_rows} == {p.rsplit("/", 1)[-1] for p in expected_errors}
     assert "failed" in by_key["ingest-summary"].data and report.run_name in by_key["ingest-summary"].data
     progress = [a for a in arts if a.type == "progress"]
     assert progress and float(progress[0].data) == 100.0
