@@ -288,6 +288,7 @@ def demo(
 
 
 import flows.cli_admin  # noqa: E402, F401  (registers the store commands after the everyday ones)
+import flows.cli_api  # noqa: E402, F401
 
 
 def main() -> None:

@@ -232,7 +232,7 @@ def searchable_spaces(settings: Settings, store: Store, query_modality: str, res
 def search(query: str | None = None, *, image: str | os.PathLike[str] | None = None,
            audio: str | os.PathLike[str] | None = None, k: int = 10, modality: str | None = None,
            space: str | None = None, where: list[str] | None = None, hybrid: bool = False,
-           as_of: str | None = None, settings: Settings | None = None, store: str | None = None,
+           as_of: str | None = None, settings: Settings | None = None, store: str | Store | None = None,
            per_file: bool = True) -> list[Hit]:
     """Search the store with a text query, an image file or an audio file. Usable without Prefect::
 
@@ -249,8 +249,12 @@ def search(query: str | None = None, *, image: str | os.PathLike[str] | None = N
         raise OmnivecError("give exactly one of: a text query, an image file, an audio file")
     if query is not None and not query.strip():
         raise OmnivecError("the query is empty")
-    settings = settings or load_settings(overrides={"store": store} if store else None)
-    st = Store(store or settings.store)
+    if isinstance(store, Store):  # an open store (a service keeps one for all its requests)
+        st = store
+        settings = settings or load_settings(overrides={"store": store.uri})
+    else:
+        settings = settings or load_settings(overrides={"store": store} if store else None)
+        st = Store(store or settings.store)
     settings = resolve_spaces(settings, st)
     query_modality = "audio" if audio is not None else "image" if image is not None else "text"
     if modality is not None and modality not in MODALITY_FILTERS:

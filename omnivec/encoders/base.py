@@ -73,6 +73,7 @@ class Encoder(ABC):
         self.settings = settings
         self.device = device
         self._forward_lock = threading.Lock()  # one forward at a time; decode runs beside it
+        self._query_lock = threading.Lock()  # tokenizers are not safe to share between threads
 
     @property
     def space_id(self) -> str:
@@ -98,9 +99,11 @@ class Encoder(ABC):
         return l2_normalise(out)
 
     def embed_query(self, modality: str, content: Any) -> np.ndarray:
-        """One vector for a query: the re-normalised mean of its segments' vectors."""
-        segs = list(self.segments(modality, content))
-        if not segs:
-            raise ValueError("the query is empty")
-        vecs = self.embed(modality, [s.payload for s in segs])
+        """One vector for a query: the re-normalised mean of its segments' vectors. Safe to call from
+        several threads at once (a query service shares one encoder between its requests)."""
+        with self._query_lock:
+            segs = list(self.segments(modality, content))
+            if not segs:
+                raise ValueError("the query is empty")
+            vecs = self.embed(modality, [s.payload for s in segs])
         return l2_normalise(vecs.mean(axis=0, keepdims=True))[0]
