@@ -17,7 +17,7 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED"] = "false"
 os.environ["PREFECT_LOGGING_TO_API_ENABLED"] = "false"
 for key in list(os.environ):
-    if key.startswith("OMNIVEC_") or key == "PREFECT_API_URL":
+    if (key.startswith("OMNIVEC_") and key != "OMNIVEC_TEST_ARTIFACTS") or key == "PREFECT_API_URL":
         del os.environ[key]
 
 import pytest  # noqa: E402
