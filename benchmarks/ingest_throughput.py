@@ -128,6 +128,11 @@ def main() -> None:
     print(f"{'method':<10}{'seconds':>10}{'items/s':>10}{'vs bare':>10}")
     for k in med:
         print(f"{k:<10}{med[k]:>10.2f}{rate[k]:>10.1f}{rate[k] / rate['bare']:>10.3f}")
+    overhead = None
+    if "flow" in times:  # paired by round: the flow and the core pipeline ran back to back
+        overhead = statistics.median((f - c) / f for f, c in zip(times["flow"], times["pipeline"], strict=True))
+        print(f"Prefect overhead: {100 * overhead:.1f}% of the flow's wall time "
+              "(flow minus core pipeline, same files, same round; median over rounds)")
     figures = {
         "n": args.n, "model": args.model, "batch_size": args.batch_size, "device": args.device,
         "bare_items_s": round(rate["bare"], 2),
@@ -135,6 +140,7 @@ def main() -> None:
         "pipeline_items_s": round(rate.get("flow", rate["pipeline"]), 2),
         "ratio": round(rate.get("flow", rate["pipeline"]) / rate["bare"], 3),
         "core_ratio": round(rate["pipeline"] / rate["bare"], 3),
+        "prefect_overhead": None if overhead is None else round(overhead, 4),
     }
     shutil.rmtree(work, ignore_errors=True)
     if harness is not None:
