@@ -81,11 +81,11 @@ def update_assets(store: Store, discovery: Discovery, states: dict[str, SpaceSta
     for name, st in states.items():
         if len(st.modalities) < 2 or st.table is None or store.table(st.table) is None:
             continue  # only joint spaces get asset vectors
-        _write_space(store, name, st, rows, gone, settings.asset_weights, now)
+        _write_space(store, name, st, rows, discovery, settings.asset_weights, now)
     return len(rows)
 
 
-def _write_space(store: Store, space: str, st: SpaceState, rows: list[dict[str, Any]], gone: list[str],
+def _write_space(store: Store, space: str, st: SpaceState, rows: list[dict[str, Any]], discovery: Discovery,
                  weights: dict[str, float], now: datetime) -> None:
     assert st.space_id is not None and st.table is not None
     table = asset_table_name(space, st.space_id)
@@ -106,7 +106,11 @@ def _write_space(store: Store, space: str, st: SpaceState, rows: list[dict[str, 
         if not out or not dim:
             return
         store.ensure(table, asset_vectors_schema(dim), "asset_id")
-    stale = gone + [r["asset_id"] for r in rows if r["asset_id"] not in {o["asset_id"] for o in out}]
+    # what the table holds beyond this walk's assets: from the table itself, not from the `assets` rows
+    # dropped above, which a run killed after that drop would no longer show the next run
+    kept = {o["asset_id"] for o in out}
+    stale = [r["asset_id"] for r in store.read(table, ["asset_id", "key"]).to_pylist()
+             if r["asset_id"] not in kept and discovery.owns(r["key"])]
     if out:
         store.upsert(table, pa.Table.from_pylist(out, schema=asset_vectors_schema(dim)), key="asset_id")
     for start in range(0, len(stale), 2000):

@@ -1,14 +1,17 @@
 """The single writer: batch results are buffered and written in large keyed merges.
 
 Order per flush: vectors (one merge per space, replacing the flushed items' old vectors in the
-same commit), then errors, then items. A crash between steps is repaired by the next run, which
-plans from what the vector tables actually hold.
+same commit), then errors, then items; deletions go the same way. The `items` row is a file's commit
+point: until it is written (or deleted), the next run plans the file again from what the tables hold
+and rewrites it with keyed merges, so nothing is lost or doubled, and an error row written without
+its `items` row is not counted as a second attempt. A crash between steps is repaired by the next run.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from typing import Any
 
 import pyarrow as pa
 
@@ -99,13 +102,28 @@ class Committer:
             self.written["items"] += items.num_rows
 
     def _count_attempts(self, errors: pa.Table) -> pa.Table:
+        """Attempts so far + 1, where an attempt that never committed is not counted (see
+        :meth:`_uncommitted`)."""
         ids = errors.column("error_id").to_pylist()
-        before = self.store.read("errors", ["error_id", "attempts"],
-                                 where=sql_in("item_id", sorted({i.split(":")[0] for i in ids})))
-        prior = dict(zip(before.column("error_id").to_pylist(), before.column("attempts").to_pylist(),
-                         strict=True))
-        attempts = pa.array([prior.get(i, 0) + 1 for i in ids], pa.int32())
+        before = self.store.read("errors", ["error_id", "item_id", "attempts", "run_id", "stage"],
+                                 where=sql_in("item_id", sorted({i.split(":")[0] for i in ids}))).to_pylist()
+        stale = self._uncommitted(before)
+        prior = {r["error_id"]: (r["attempts"] or 0) - (r["error_id"] in stale) for r in before}
+        attempts = pa.array([max(prior.get(i, 0), 0) + 1 for i in ids], pa.int32())
         return errors.set_column(errors.schema.get_field_index("attempts"), "attempts", attempts)
+
+    def _uncommitted(self, rows: list[dict[str, Any]]) -> set[str]:
+        """Error rows a killed run wrote without the `items` rows of the same flush (errors are written
+        first): neither the item's last run nor a run that finished. The file is read again, and that
+        attempt is the one the row already counts."""
+        rows = [r for r in rows if r["stage"] != "discover"]
+        if not self.write_items or not rows:  # a reembed writes no items rows
+            return set()
+        items = self.store.read("items", ["item_id", "last_run"],
+                                where=sql_in("item_id", sorted({r["item_id"] for r in rows}))).to_pylist()
+        last = {r["item_id"]: r["last_run"] for r in items}
+        finished = {r["run_id"] for r in self.store.read("runs", ["run_id"]).to_pylist()}
+        return {r["error_id"] for r in rows if last.get(r["item_id"]) != r["run_id"] and r["run_id"] not in finished}
 
     def delete(self, deleted: list[Deleted], tables: Iterable[str]) -> None:
         """Remove deleted files from the latest version of every vector table (older versions, and

@@ -28,7 +28,7 @@ from omnivec.pipeline.report import RunReport
 from omnivec.pipeline.spaces import SpaceState, load_spaces, register_spaces, resolve_spaces
 from omnivec.progress import reporter
 from omnivec.sources import Discovery, discover, item_id_for, modality_for
-from omnivec.store.history import record_run
+from omnivec.store.history import record_run, repair_run_tags
 from omnivec.store.lock import writer_lock
 from omnivec.store.schema import ERRORS
 from omnivec.store.store import Store
@@ -57,6 +57,8 @@ def prepare(ctx: RunContext, retry_errors: bool = False) -> tuple[Discovery, dic
     """Open the store, walk the sources, load the spaces' models and plan the work."""
     s = ctx.settings
     store = Store(s.store, create=True)
+    store.remove_unfinished_tables()  # left by a run killed while creating a table
+    repair_run_tags(store)  # a run killed while tagging: complete its tags before anything moves on
     discovery = discover(ctx.sources, s.include, s.exclude, s.include_hidden)
     states = load_spaces(s)
     register_spaces(store, states, s)
@@ -99,8 +101,9 @@ def finish(ctx: RunContext, committer: Committer, discovery: Discovery, plan: Pl
         committer.counts.setdefault(modality, Counter())["unchanged"] += n
     update_assets(store, discovery, states, ctx.settings, ctx.run_id)
     written = {t for t, n in committer.written.items() if n and t in vector_tables}
-    for table in sorted(written | (set(vector_tables) if plan.deleted else set())):
-        store.refresh_text_index(table)
+    for table in sorted(vector_tables):  # also where a killed run wrote text but died before indexing it
+        if table in written or plan.deleted or store.text_index_stale(table):
+            store.refresh_text_index(table)
     report = RunReport(ctx.run_id, ctx.run_name, store.uri, committer.counts, committer.seconds,
                        unavailable={n: s.unavailable for n, s in states.items() if s.unavailable},
                        skipped=discovery.skipped)

@@ -83,6 +83,7 @@ def restore(store: Store, run: str) -> tuple[str, dict[str, int]]:
     import secrets
 
     with writer_lock(store.uri, f"restore to {run}", on_wait=logging.getLogger("omnivec").warning):
+        repair_run_tags(store)
         check_run(store, run)
         started = datetime.now(UTC)
         run_id = secrets.token_hex(8)
@@ -94,30 +95,87 @@ def restore(store: Store, run: str) -> tuple[str, dict[str, int]]:
             tbl = store.table(name)
             assert tbl is not None
             tags = tbl.tags.list()
-            if run in tags:
-                version = int(tags[run]["version"])
-                if version != int(tbl.version):
-                    tbl.restore(run)
-                restored[name] = version
-            else:
-                tbl.delete("true")
-                restored[name] = 0
+            with store.writing(name):
+                if run in tags:
+                    version = int(tags[run]["version"])
+                    if version != int(tbl.version):
+                        tbl.restore(run)
+                    restored[name] = version
+                else:
+                    tbl.delete("true")
+                    restored[name] = 0
         record_run(store, run_id, tag, started, "restored", [], {"restored_from": run})
         return tag, restored
 
 
 def record_run(store: Store, run_id: str, run_name: str, started: datetime, status: str, sources: list[str],
                counts: dict[str, Any]) -> dict[str, int]:
-    """Append a run to the `runs` log and tag every table's latest version with its name."""
+    """Append a run to the `runs` log and tag every table's latest version with its name.
+
+    The row comes first, with the version of every table it tags; a writer killed while tagging
+    leaves a run whose tags :func:`repair_run_tags` completes from that row."""
     import json
 
     import pyarrow as pa
 
     from omnivec.store.schema import RUNS
 
+    repair_run_tags(store)
     ended = datetime.now(UTC)
     store.upsert("runs", pa.Table.from_pylist([{
         "run_id": run_id, "run_name": run_name, "started_at": started, "ended_at": ended, "status": status,
         "sources": json.dumps(sources), "counts": json.dumps(counts), "versions": json.dumps(store.versions()),
         "tag": run_name, "seconds": (ended - started).total_seconds()}], schema=RUNS))
     return store.tag_all(run_name)
+
+
+def repair_run_tags(store: Store) -> list[str]:
+    """Complete the tags of runs whose writer died while tagging (their commits were all done: the run
+    row is written after them). Each missing tag goes on the version the run row recorded for that
+    table; on the `runs` table, on the first version holding the row. Returns the repaired run names."""
+    import json
+
+    runs = store.read("runs", ["run_id", "run_name", "versions"]).to_pylist()
+    if not runs:
+        return []
+    tags = {}
+    for name in store.table_names():
+        tbl = store.table(name)
+        if tbl is not None:
+            tags[name] = (tbl, tbl.tags.list())
+    repaired: list[str] = []
+    for run in runs:
+        name_ = run["run_name"]
+        if not name_ or not _RUN.match(name_):
+            continue
+        versions: dict[str, int] = json.loads(run["versions"] or "{}")
+        todo = {t: int(v) for t, v in versions.items() if t in tags and t != "runs" and name_ not in tags[t][1]}
+        if "runs" in tags and name_ not in tags["runs"][1]:
+            found = _first_version_with(store, tags["runs"][0], run["run_id"], int(versions.get("runs", 0)))
+            if found is not None:
+                todo["runs"] = found
+        for table, version in sorted(todo.items()):
+            tbl = tags[table][0]
+            if version < 1 or version > int(tbl.version):
+                continue  # cleaned up since, or never written: nothing to tag
+            with store.writing(table, f"the tag {name_} of table {table}"):
+                tbl.tags.create(name_, version)
+        if todo:
+            repaired.append(name_)
+    if repaired:
+        logging.getLogger("omnivec").warning("completed the tags of run(s) %s, whose writer stopped while tagging",
+                                             ", ".join(repaired))
+    return repaired
+
+
+def _first_version_with(store: Store, runs_tbl: Any, run_id: str, after: int) -> int | None:
+    """The first version of the `runs` table, after ``after``, that holds ``run_id`` (rows are only
+    ever added to it, so every later version holds it too)."""
+    from omnivec.store.store import sql_in
+
+    old = store.db.open_table("runs")
+    for version in sorted(int(v["version"]) for v in runs_tbl.list_versions() if int(v["version"]) > after):
+        old.checkout(version)
+        if old.count_rows(sql_in("run_id", [run_id])):
+            return version
+    return None

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +33,29 @@ def sql_in(column: str, ids: Iterable[str]) -> str:
 
 def _is_remote(uri: str) -> bool:
     return "://" in uri
+
+
+_NO_SPACE = ("no space left on device", "os error 28", "disk quota exceeded", "os error 122")
+
+
+def _no_space(exc: BaseException) -> bool:
+    """Whether a write failed because the disk (or the user's quota) is full. Lance reports it as a
+    RuntimeError carrying the OS error; Python as an OSError."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return any(m in str(exc).lower() for m in _NO_SPACE)
+
+
+def no_space_error(uri: str, what: str) -> StoreError:
+    return StoreError(
+        f"no space left on device for store {uri} (while writing {what}); the store keeps its last "
+        "committed version of every table",
+        ["free space on that disk, or point --store / OMNIVEC_STORE at a disk with room",
+         "then run the same command again: it continues where this one stopped"])
+
+
+def _has_key(schema: pa.Schema) -> bool:
+    return any(f.metadata and any(b"unenforced-primary-key" in k for k in f.metadata) for f in schema)
 
 
 def storage_options(uri: str) -> dict[str, str]:
@@ -111,6 +135,8 @@ class Store:
 
     # -- tables -------------------------------------------------------------------------------
     def table_names(self) -> list[str]:
+        """Tables with at least one committed version. A writer killed while creating a table can
+        leave its folder without a version; such a table does not exist (the next create makes it)."""
         names: list[str] = []
         token = None
         while True:
@@ -118,7 +144,33 @@ class Store:
             names += list(resp.tables)
             token = resp.page_token
             if not token:
-                return sorted(names)
+                return sorted(n for n in names if self._committed(n))
+
+    def remove_unfinished_tables(self) -> list[str]:
+        """Delete the folders of tables whose creation was interrupted (no committed version: nothing
+        can read them, and other LanceDB clients would list them and fail to open them). For a
+        writer holding the store's lock only. Returns their names."""
+        if _is_remote(self.uri):
+            return []
+        import shutil
+
+        gone = []
+        for entry in os.scandir(self.uri):
+            name = entry.name.removesuffix(".lance")
+            if entry.is_dir() and entry.name.endswith(".lance") and not self._committed(name):
+                shutil.rmtree(entry.path, ignore_errors=True)
+                self._tables.pop(name, None)
+                gone.append(name)
+        return gone
+
+    def _committed(self, name: str) -> bool:
+        if _is_remote(self.uri):
+            return True  # checked when opened (see :meth:`table`)
+        try:
+            with os.scandir(os.path.join(self.uri, f"{name}.lance", "_versions")) as entries:
+                return any(e.name.endswith(".manifest") for e in entries)
+        except OSError:
+            return False
 
     def table(self, name: str) -> Any | None:
         """The table, reopened at its latest version, or None when it does not exist yet."""
@@ -128,7 +180,12 @@ class Store:
             return tbl
         if name not in self.table_names():
             return None
-        tbl = self.db.open_table(name)
+        try:
+            tbl = self.db.open_table(name)
+        except ValueError as exc:  # listed, but never committed (its creation was interrupted)
+            if "not found" in str(exc).lower():
+                return None
+            raise
         self._tables[name] = tbl
         return tbl
 
@@ -138,18 +195,31 @@ class Store:
             want = schema if schema is not None else SCHEMAS.get(name)
             missing = [f for f in want if f.name not in tbl.schema.names] if want is not None else []
             if missing:  # a store written by an older omnivec: add the new (nullable) columns
-                tbl.add_columns(pa.schema([f.with_nullable(True) for f in missing]))
+                with self.writing(name):
+                    tbl.add_columns(pa.schema([f.with_nullable(True) for f in missing]))
+            self._ensure_key(tbl, key or KEYS.get(name))
             return tbl
         schema = schema if schema is not None else SCHEMAS[name]
         key = key or KEYS[name]
-        try:
-            tbl = self.db.create_table(name, schema=schema, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"table {name} cannot be created in {self.uri}: {exc}") from exc
-        with contextlib.suppress(Exception):  # another writer may have set it first
-            tbl.set_unenforced_primary_key(key)  # type: ignore[attr-defined]  # concurrent upserts of one new key stay one row
+        with self.writing(name):
+            try:
+                tbl = self.db.create_table(name, schema=schema, exist_ok=True)
+            except OSError as exc:
+                if _no_space(exc):
+                    raise
+                raise StoreError(f"table {name} cannot be created in {self.uri}: {exc}") from exc
+        self._ensure_key(tbl, key)
         self._tables[name] = tbl
         return tbl
+
+    def _ensure_key(self, tbl: Any, key: str | None) -> None:
+        """Declare the table's key (concurrent upserts of one new key stay one row). Creating a table
+        and declaring its key are two commits: a writer killed between them left a table without one,
+        which the next writer completes."""
+        if key is None or key not in tbl.schema.names or _has_key(tbl.schema):
+            return
+        with self.writing(tbl.name), contextlib.suppress(Exception):  # another writer may have set it first
+            tbl.set_unenforced_primary_key(key)
 
     def read(self, name: str, columns: list[str] | None = None, where: str | None = None) -> pa.Table:
         tbl = self.table(name)
@@ -169,6 +239,19 @@ class Store:
         return 0 if tbl is None else int(tbl.count_rows(where))
 
     # -- writes -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def writing(self, table: str, what: str | None = None) -> Iterator[None]:
+        """Around one commit: a full disk becomes one clear :class:`StoreError` naming the store
+        (the commit did not happen; the table keeps its previous version)."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except Exception as exc:
+            if _no_space(exc):
+                raise no_space_error(self.uri, what or f"table {table}") from None
+            raise
+
     def upsert(self, name: str, rows: pa.Table, replace_where: str | None = None, key: str | None = None) -> int | None:
         """Merge rows by the table's key in one commit; optionally delete, in the same commit,
         rows matching ``replace_where`` that the new rows do not carry. Returns the version."""
@@ -177,20 +260,22 @@ class Store:
         tbl = self.ensure(name) if name in SCHEMAS else self.table(name)
         if tbl is None:
             raise StoreError(f"table {name} does not exist in {self.uri}")
-        if rows.num_rows == 0:
-            tbl.delete(replace_where)
-            return int(tbl.version)
-        key = key or KEYS.get(name, "vector_id")
-        builder = tbl.merge_insert(key).when_matched_update_all().when_not_matched_insert_all()
-        if replace_where:
-            builder = builder.when_not_matched_by_source_delete(replace_where)
-        result = builder.execute(rows.select(tbl.schema.names).cast(tbl.schema))
-        return int(result.version)
+        with self.writing(name):
+            if rows.num_rows == 0:
+                tbl.delete(replace_where)
+                return int(tbl.version)
+            key = key or KEYS.get(name, "vector_id")
+            builder = tbl.merge_insert(key).when_matched_update_all().when_not_matched_insert_all()
+            if replace_where:
+                builder = builder.when_not_matched_by_source_delete(replace_where)
+            result = builder.execute(rows.select(tbl.schema.names).cast(tbl.schema))
+            return int(result.version)
 
     def delete(self, name: str, where: str) -> None:
         tbl = self.table(name)
         if tbl is not None:
-            tbl.delete(where)
+            with self.writing(name):
+                tbl.delete(where)
 
     # -- spaces -------------------------------------------------------------------------------
     def space_rows(self, name: str | None = None) -> list[dict[str, Any]]:
@@ -203,7 +288,8 @@ class Store:
         if status not in ("active", "retired"):
             raise ValueError(f"unknown space status {status!r}")
         row = self._one_space(space_id)
-        self.ensure("spaces").update(where=f"space_id = '{row['space_id']}'", values={"status": status})
+        with self.writing("spaces"):
+            self.ensure("spaces").update(where=f"space_id = '{row['space_id']}'", values={"status": status})
         return {**row, "status": status}
 
     def default_space(self, name: str) -> dict[str, Any] | None:
@@ -218,9 +304,10 @@ class Store:
         if row["status"] != "active":
             raise StoreError(f"space {row['name']} {row['space_id']} is {row['status']}; activate it first")
         tbl = self.ensure("spaces")
-        tbl.update(where=f"name = '{row['name']}'", values={"is_default": False})
-        tbl.update(where=f"space_id = '{row['space_id']}'",
-                   values={"is_default": True, "default_since": datetime.now(UTC)})
+        with self.writing("spaces"):
+            tbl.update(where=f"name = '{row['name']}'", values={"is_default": False})
+            tbl.update(where=f"space_id = '{row['space_id']}'",
+                       values={"is_default": True, "default_since": datetime.now(UTC)})
         return {**row, "is_default": True}
 
     def rollback(self, name: str) -> dict[str, Any]:
@@ -260,7 +347,9 @@ class Store:
             return self.ensure(table_name, vectors_schema(dimension, meta), "vector_id")
         missing = [f for f in want if f.name not in tbl.schema.names]
         if missing:  # a store written by an older omnivec: add the new (nullable) columns
-            tbl.add_columns(pa.schema(missing))
+            with self.writing(table_name):
+                tbl.add_columns(pa.schema(missing))
+        self._ensure_key(tbl, "vector_id")
         return tbl
 
     def embedded_hashes(self, name: str, space_id: str) -> dict[str, str]:
@@ -278,8 +367,21 @@ class Store:
             return False
         from lancedb.index import FTS
 
-        tbl.create_index(column, config=FTS(), replace=True)
+        with self.writing(table_name):
+            tbl.create_index(column, config=FTS(), replace=True)
         return True
+
+    def text_index_stale(self, table_name: str, column: str = "text") -> bool:
+        """Whether a table holds text its full-text index does not cover (no index yet, or rows
+        written after it was built: a run that died before refreshing it leaves such a table)."""
+        tbl = self.table(table_name)
+        if tbl is None or column not in tbl.schema.names:
+            return False
+        fts = [i for i in tbl.list_indices() if i.index_type == "FTS" and list(i.columns) == [column]]
+        if not fts:
+            return bool(tbl.count_rows(f"{column} IS NOT NULL"))
+        stats = tbl.index_stats(fts[0].name)
+        return stats is not None and int(stats.num_unindexed_rows or 0) > 0
 
     # -- versions -----------------------------------------------------------------------------
     def versions(self) -> dict[str, int]:
@@ -296,6 +398,7 @@ class Store:
         for name, version in self.versions().items():
             tbl = self._tables[name]
             if tag not in tbl.tags.list():
-                tbl.tags.create(tag, version)
+                with self.writing(name, f"the tag {tag} of table {name}"):
+                    tbl.tags.create(tag, version)
             tagged[name] = version
         return tagged
