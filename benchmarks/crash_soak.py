@@ -1,0 +1,1021 @@
+"""Crash soak: SIGKILL ingests at random moments, let the next run finish, compare with a clean run.
+
+The promise under test: whatever happens to a run, the store afterwards equals what one clean run
+would have produced, with nothing lost, duplicated or corrupted.
+
+Each trial copies a starting store (empty, or a store that already ingested an earlier version of the
+corpus, so that the run also deletes, changes, fixes and breaks files), starts ``omnivec ingest`` in a
+subprocess (the CLI with ``--local``; with ``--flow-trials`` some trials go through the Prefect flow)
+and SIGKILLs its whole process group, 1 to ``--kills`` times, then runs the ingest to completion and
+compares the store with a reference store that a clean run of the same corpus produced:
+
+* the same items (uri, modality, content_hash, size, mtime, status), errors (error_id, stage, class,
+  message, attempts), spaces, assets and asset vectors;
+* the same vectors bit for bit (sorted by vector_id; ``--batch-size 1`` makes every forward pass a
+  single segment, so a vector does not depend on which other items a resumed run batches it with);
+* the same search results (a hybrid search: vector and full-text), the same table schemas, a full-text
+  index that covers every row;
+* and on its own: no duplicate key in any table at its latest version or at any tagged version, every
+  table readable at every tag, errors that match the items (no error rows for files that are now ok,
+  none missing for failed files), vectors only for stored, readable content, and a runs log whose
+  every run has its tag on every table it recorded.
+
+A kill is either timed (a delay drawn over the span of the clean run's store writes, counted from
+the run's first write, since start-up time varies a lot) or aimed at a store write (the child kills
+itself during, or right after, its N-th write: a merge, delete, table creation, key declaration,
+index build or tag), so that kills land inside commits and between the steps of a commit. The child
+is this script in ``child`` mode: it traces every store write and phase to a file (what was in
+flight when it died), then runs the CLI. ``--flush-rows`` makes the committer flush small groups of
+rows, so a run makes many commits. The drift canary (read-only) is off unless ``--canary``.
+
+    .venv/bin/python benchmarks/crash_soak.py                    # 20 trials, CLI --local
+    .venv/bin/python benchmarks/crash_soak.py --trials 40 --kills 3 --flow-trials 2 --seed 7
+
+Prints a table of kills and trials and a summary line; exits 1 on any mismatch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+QUERY = "a red circle"
+
+# ----------------------------------------------------------------------------------------------
+# corpus
+# ----------------------------------------------------------------------------------------------
+
+LONG_TEXT = ("The river bends around the old mill, where the wheel still turns in spring. "
+             "Children fish from the stone bridge and herons wait in the reeds. ") * 12
+
+
+def build_corpus(root: Path, notes: int = 60, audio: bool = True) -> Path:
+    """Version 1 of the soak corpus: the sample corpus (shape images, texts, sounds), the bad-file
+    corpus (empty, truncated, random, mislabelled, latin-1, bomb), ``notes`` short notes, two long
+    texts (several chunks each), assets by stem, and a dangling link (a discovery error)."""
+    from omnivec.sample import build_sample_corpus, tone, write_sample_audio
+    from tests.fixtures.bad_files import good_jpeg, write_bad_corpus
+
+    build_sample_corpus(root, audio=False)
+    if audio:
+        audio_dir = root / "audio"
+        write_sample_audio(audio_dir)
+        for f in audio_dir.iterdir():  # keep the soak quick: the 12 s file and speech are left out
+            if f.name.startswith(("tone-then-noise", "speech")):
+                f.unlink()
+    write_bad_corpus(root / "bad")
+    (root / "notes").mkdir(exist_ok=True)
+    for i in range(notes):
+        (root / "notes" / f"note-{i:03d}.txt").write_text(f"note {i}: about topic {i % 11}, item {i * 7 % 13}")
+    (root / "long").mkdir(exist_ok=True)
+    (root / "long" / "river.txt").write_text(LONG_TEXT)
+    (root / "long" / "mill.txt").write_text(LONG_TEXT.replace("river", "canal") + " The end.")
+    pairs = root / "pairs"
+    pairs.mkdir(exist_ok=True)
+    for i, colour in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]):
+        (pairs / f"pair-{i}.jpg").write_bytes(good_jpeg(colour))
+        (pairs / f"pair-{i}.txt").write_text(f"the caption of pair {i}")
+    if audio:
+        import soundfile as sf
+
+        sf.write(pairs / "pair-0.wav", tone(330, 2), 22050)
+    os.symlink(root / "nowhere.jpg", root / "dangling.jpg")
+    return root
+
+
+def mutate_corpus(root: Path) -> list[str]:
+    """Version 2: deletions, content changes, additions, a bad file fixed, a good file broken, a
+    touched file (new mtime, same bytes), an asset losing a member. Returns what changed."""
+    from tests.fixtures.bad_files import good_jpeg
+
+    later = time.time() + 5
+    done: list[str] = []
+
+    def stamp(p: Path) -> None:
+        os.utime(p, (later, later))
+
+    for rel in ("texts/dogs.txt", "notes/note-003.txt", "notes/note-004.txt", "pairs/pair-1.txt",
+                "audio/noise.flac"):
+        p = root / rel
+        if p.exists():
+            p.unlink()
+            done.append(f"deleted {rel}")
+    for rel, text in (("texts/ocean.txt", "Storm waves break on the harbour wall all night long."),
+                      ("notes/note-010.txt", "note 10, rewritten: " + LONG_TEXT[:400]),
+                      ("long/mill.txt", LONG_TEXT[:300])):
+        (root / rel).write_text(text)
+        stamp(root / rel)
+        done.append(f"changed {rel}")
+    img = next(p for p in sorted((root / "images").iterdir()) if p.name.startswith("blue-"))
+    img.write_bytes(good_jpeg((10, 120, 240))) if img.suffix == ".jpg" else _png(img)
+    stamp(img)
+    done.append(f"changed images/{img.name}")
+    for i in range(3):
+        (root / "notes" / f"added-{i}.txt").write_text(f"a note added later, number {i}")
+        done.append(f"added notes/added-{i}.txt")
+    (root / "images" / "added.jpg").write_bytes(good_jpeg((90, 90, 90)))
+    (root / "bad" / "latin1.txt").write_text("café au lait, now in UTF-8", encoding="utf-8")
+    stamp(root / "bad" / "latin1.txt")
+    done.append("fixed bad/latin1.txt")
+    good = root / "bad" / "good.png"
+    good.write_bytes(good.read_bytes()[:40])
+    stamp(good)
+    done.append("broke bad/good.png")
+    stamp(root / "texts" / "cooking.txt")
+    done.append("touched texts/cooking.txt")
+    return done
+
+
+def _png(path: Path) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (50, 30), (10, 120, 240)).save(path, "PNG")
+
+
+# ----------------------------------------------------------------------------------------------
+# child: trace the store writes, optionally kill itself at one of them, run the CLI
+# ----------------------------------------------------------------------------------------------
+
+
+class Tracer:
+    """Appends one line per event to a file (unbuffered, so a SIGKILL loses nothing written):
+    ``B n t kind table`` / ``E n t`` around store writes, ``P+ t name`` / ``P- t name`` around phases."""
+
+    def __init__(self, path: str, die_at: str = "", die_when: str = "during", die_ms: float = 0.0) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.t0 = time.monotonic()
+        self.seq = 0
+        self.matched = Counter[str]()
+        self.lock = threading.Lock()
+        self.die_at, self.die_when, self.die_ms = die_at, die_when, die_ms
+
+    def emit(self, line: str) -> None:
+        os.write(self.fd, (line + "\n").encode())
+
+    def now(self) -> str:
+        return f"{time.monotonic() - self.t0:.4f}"
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self.emit(f"P+ {self.now()} {name}")
+        yield
+        self.emit(f"P- {self.now()} {name}")
+
+    def _aimed(self, n: int, kind: str, table: str) -> bool:
+        """Whether write ``n`` is the one to die at: ``N`` (the N-th write) or ``kind:table#k`` (the
+        k-th write of that kind on a table whose name starts with ``table``)."""
+        if not self.die_at:
+            return False
+        if self.die_at.isdigit():
+            return n == int(self.die_at)
+        want, _, k = self.die_at.partition("#")
+        w_kind, _, w_table = want.partition(":")
+        if kind == w_kind and table.startswith(w_table):
+            self.matched[want] += 1
+            return self.matched[want] == int(k or 1)
+        return False
+
+    @contextlib.contextmanager
+    def op(self, kind: str, table: str) -> Iterator[None]:
+        with self.lock:
+            self.seq += 1
+            n = self.seq
+            aimed = self._aimed(n, kind, table)
+        self.emit(f"B {n} {self.now()} {kind} {table}")
+        if aimed and self.die_when == "during":
+            threading.Thread(target=self._die_after, args=(self.die_ms / 1000,), daemon=True).start()
+        yield
+        self.emit(f"E {n} {self.now()}")
+        if aimed and self.die_when == "after":
+            self.die()
+
+    def _die_after(self, seconds: float) -> None:
+        time.sleep(seconds)
+        self.die()
+
+    def die(self) -> None:
+        self.emit(f"K {self.now()}")
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+def _wrap(owner: Any, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+    original = getattr(owner, name)
+    setattr(owner, name, make(original))
+
+
+def install_tracer(tracer: Tracer, flush_rows: int = 0) -> None:
+    """Trace every store write (and the phases of a run) of this process."""
+    import lancedb.table
+
+    import omnivec.pipeline.run as run
+    from omnivec.pipeline.commit import Committer
+    from omnivec.store.store import Store
+
+    def write(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def make(fn: Callable[..., Any]) -> Callable[..., Any]:
+            def traced(self: Any, name: str, *a: Any, **kw: Any) -> Any:
+                with tracer.op(kind, name):
+                    return fn(self, name, *a, **kw)
+            return traced
+        return make
+
+    def ensure(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def traced(self: Any, name: str, *a: Any, **kw: Any) -> Any:
+            if self.table(name) is not None:
+                return fn(self, name, *a, **kw)
+            with tracer.op("create", name):
+                return fn(self, name, *a, **kw)
+        return traced
+
+    def phase(label: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def make(fn: Callable[..., Any]) -> Callable[..., Any]:
+            def traced(*a: Any, **kw: Any) -> Any:
+                with tracer.phase(label):
+                    return fn(*a, **kw)
+            return traced
+        return make
+
+    def table_op(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def make(fn: Callable[..., Any]) -> Callable[..., Any]:
+            def traced(self: Any, *a: Any, **kw: Any) -> Any:
+                with tracer.op(kind, self.name):
+                    return fn(self, *a, **kw)
+            return traced
+        return make
+
+    def tag(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def traced(self: Any, tag_name: str, version: int) -> Any:
+            with tracer.op("tag", getattr(self._table, "name", "?")):
+                return fn(self, tag_name, version)
+        return traced
+
+    _wrap(Store, "upsert", write("merge"))
+    _wrap(Store, "delete", write("delete"))
+    _wrap(Store, "refresh_text_index", write("fts-index"))
+    _wrap(Store, "ensure", ensure)
+    _wrap(lancedb.table.LanceTable, "set_unenforced_primary_key", table_op("set-key"))
+    _wrap(lancedb.table.Tags, "create", tag)
+    _wrap(Committer, "flush", phase("commit"))
+    _wrap(Committer, "delete", phase("deletions"))
+    for mod in _run_modules():
+        for fn_name, label in (("prepare", "plan"), ("finish", "finish"), ("update_assets", "assets"),
+                               ("check_drift", "canary"), ("record_run", "run-log+tags"),
+                               ("repair_run_tags", "repair")):
+            if hasattr(mod, fn_name):
+                _wrap(mod, fn_name, phase(label))
+    if flush_rows:
+        init = Committer.__init__
+
+        def small(self: Any, *a: Any, **kw: Any) -> None:
+            init(self, *a, **kw)
+            self.flush_rows = min(self.flush_rows, flush_rows)
+
+        Committer.__init__ = small  # type: ignore[method-assign]
+    del run
+
+
+def _run_modules() -> list[Any]:
+    import omnivec.pipeline.run as run
+
+    mods = [run]
+    if "tasks.ingest" in sys.modules:
+        mods.append(sys.modules["tasks.ingest"])
+    return mods
+
+
+def child_main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog="crash_soak.py child")
+    ap.add_argument("--trace", required=True)
+    ap.add_argument("--flush-rows", type=int, default=0)
+    ap.add_argument("--die-at", default="", help="N (the N-th store write) or kind:table#k")
+    ap.add_argument("--die-when", choices=("during", "after"), default="during")
+    ap.add_argument("--die-ms", type=float, default=0.0, help="during: ms after the write starts")
+    ap.add_argument("cli", nargs=argparse.REMAINDER, help="-- then the omnivec command line")
+    a = ap.parse_args(argv)
+    cli = a.cli[1:] if a.cli[:1] == ["--"] else a.cli
+    if "--local" not in cli:
+        import tasks.ingest  # noqa: F401  (so its prepare/finish get traced too)
+    install_tracer(Tracer(a.trace, a.die_at, a.die_when, a.die_ms), a.flush_rows)
+    sys.argv = ["omnivec", *cli]
+    from flows.cli import main
+
+    main()
+
+
+# ----------------------------------------------------------------------------------------------
+# parent: launch, kill, read the trace
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Op:
+    n: int
+    begin: float
+    end: float | None
+    kind: str
+    table: str
+    phase: str
+
+
+@dataclass
+class Trace:
+    ops: list[Op] = field(default_factory=list)
+    phases: list[str] = field(default_factory=list)  # open at the end
+    started: float | None = None  # when planning began
+    last: float = 0.0
+    self_killed: bool = False
+
+    @property
+    def open_op(self) -> Op | None:
+        return next((o for o in reversed(self.ops) if o.end is None), None)
+
+    @property
+    def first_write(self) -> float | None:
+        return self.ops[0].begin if self.ops else None
+
+    @property
+    def work_seconds(self) -> float:
+        """From the first store write to the last event: the window timed kills are drawn from."""
+        return self.last - (self.first_write or self.started or 0.0)
+
+
+def read_trace(path: Path) -> Trace:
+    tr = Trace()
+    by_n: dict[int, Op] = {}
+    if not path.exists():
+        return tr
+    for line in path.read_text().splitlines():
+        parts = line.split(" ", 4)
+        if not parts or len(parts) < 2:
+            continue
+        tag = parts[0]
+        try:
+            t = float(parts[2] if tag in ("B", "E") else parts[1])
+        except (IndexError, ValueError):
+            continue  # a line cut short by the kill
+        tr.last = max(tr.last, t)
+        if tag == "P+" and len(parts) >= 3:
+            name = parts[2]
+            tr.phases.append(name)
+            if name == "plan" and tr.started is None:
+                tr.started = t
+        elif tag == "P-" and len(parts) >= 3 and parts[2] in tr.phases:
+            del tr.phases[len(tr.phases) - 1 - tr.phases[::-1].index(parts[2])]
+        elif tag == "B" and len(parts) >= 5:
+            op = Op(int(parts[1]), t, None, parts[3], parts[4], tr.phases[-1] if tr.phases else "-")
+            tr.ops.append(op)
+            by_n[op.n] = op
+        elif tag == "E" and int(parts[1]) in by_n:
+            by_n[int(parts[1])].end = t
+        elif tag == "K":
+            tr.self_killed = True
+    return tr
+
+
+def _short(table: str) -> str:
+    """vectors_clip_0123456789ab -> vectors_clip (the ids make the table wide)."""
+    head, _, tail = table.rpartition("_")
+    return head if len(tail) == 12 and all(c in "0123456789abcdef" for c in tail) else table
+
+
+def in_flight(tr: Trace, finished: bool) -> tuple[str, str]:
+    """(category, description) of what the run was doing when it died."""
+    if finished:
+        return "finished", "finished before the kill"
+    if tr.started is None:
+        return "startup", "starting up (nothing opened yet)"
+    op = tr.open_op
+    where = tr.phases[-1] if tr.phases else "-"
+    if op is not None:
+        return "mid-write", f"{op.kind} {_short(op.table)} [{op.phase}]"
+    if not tr.ops:
+        return "no-write", f"{where}: before the first write"
+    last = tr.ops[-1]
+    return "between", f"{where}: after {last.kind} {_short(last.table)}"
+
+
+@dataclass
+class Launch:
+    rc: int | None
+    killed: bool
+    trace: Trace
+    point: str
+    category: str
+    what: str
+    seconds: float
+    stderr: str = ""
+
+
+def child_env(workdir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMNIVEC_") and k != "PREFECT_API_URL"}
+    env.update({"OMNIVEC_SPACES__TEXT__ENABLED": "false", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                "PREFECT_HOME": str(workdir / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_LOGGING_TO_API_ENABLED": "false", "PYTHONPATH": str(ROOT)})
+    return env
+
+
+def ingest_args(ws: Workspace, store: Path, flow: bool = False) -> list[str]:
+    args = ["ingest", str(ws.corpus), "--store", str(store), "--model", f"local-dir:{ws.clip}",
+            "--batch-size", str(ws.batch_size), "--workers", "2", "--json"]
+    if ws.clap:
+        args += ["--clap-model", str(ws.clap)]
+    return args if flow else [*args, "--local"]
+
+
+def start_child(ws: Workspace, store: Path, trace: Path, flow: bool = False, die_at: str = "",
+                die_when: str = "during", die_ms: float = 0.0) -> subprocess.Popen[str]:
+    trace.unlink(missing_ok=True)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "child", "--trace", str(trace),
+           "--flush-rows", str(ws.flush_rows)]
+    if die_at:
+        cmd += ["--die-at", die_at, "--die-when", die_when, "--die-ms", f"{die_ms:.1f}"]
+    cmd += ["--", *ingest_args(ws, store, flow)]
+    env = child_env(ws.root)
+    if not ws.canary:
+        env["OMNIVEC_CANARY_SAMPLE"] = "0"
+    if not ws.clap:
+        env["OMNIVEC_SPACES__CLAP__ENABLED"] = "false"
+    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def finish_child(proc: subprocess.Popen[str], trace: Path, t0: float, point: str, timeout: float = 900) -> Launch:
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        return Launch(proc.returncode, False, read_trace(trace), point, "hung", f"no exit after {timeout:.0f} s",
+                      time.monotonic() - t0, err[-2000:])
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # leftovers of the group (a Prefect server)
+    tr = read_trace(trace)
+    killed = proc.returncode == -signal.SIGKILL
+    cat, what = in_flight(tr, finished=not killed)
+    if not killed and proc.returncode != 0:
+        cat, what = "failed", f"exit {proc.returncode}"
+    return Launch(proc.returncode, killed, tr, point, cat, what, time.monotonic() - t0, err[-2000:])
+
+
+def start_aimed(ws: Workspace, store: Path, trace: Path, aim: str,
+                flow: bool = False) -> tuple[subprocess.Popen[str], str]:
+    """Start an ingest that kills itself at ``aim``: ``kind:table#k[@after|@during+MS]`` (the k-th
+    write of that kind on that table; during it, MS ms after it starts, or right after it)."""
+    target, _, how = aim.partition("@")
+    when, _, after_ms = (how or "during+0").partition("+")
+    proc = start_child(ws, store, trace, flow, target, when, float(after_ms or 0))
+    return proc, f"{target} {when}" + (f" +{after_ms or 0}ms" if when == "during" else "")
+
+
+def run_killed(ws: Workspace, store: Path, trace: Path, rng: random.Random, flow: bool = False,
+               aim: str = "") -> Launch:
+    """One ingest killed at a random moment: timed, or aimed at a store write (``aim``: a given one,
+    ``kind:table#k[@after|@during+MS]``)."""
+    ref = ws.ref_flow if flow else ws.ref
+    t0 = time.monotonic()
+    if aim:
+        proc, point = start_aimed(ws, store, trace, aim, flow)
+        return finish_child(proc, trace, t0, point)
+    if rng.random() < 0.5 and ref.ops:
+        n = rng.randint(1, len(ref.ops))
+        when = rng.choice(("during", "during", "after"))
+        op = ref.ops[n - 1]
+        ms = rng.uniform(0, max(1.0, 1000 * ((op.end or op.begin) - op.begin))) if when == "during" else 0.0
+        point = f"write #{n} {when}" + (f" +{ms:.0f}ms" if when == "during" else "")
+        proc = start_child(ws, store, trace, flow, str(n), when, ms)
+        return finish_child(proc, trace, t0, point)
+    delay = rng.uniform(0, ref.work_seconds)
+    proc = start_child(ws, store, trace, flow)
+    point = f"t+{delay:.2f}s"
+    while proc.poll() is None:  # the clock starts at the run's first store write (start-up time varies a lot)
+        if read_trace(trace).first_write is not None:
+            time.sleep(delay)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    return finish_child(proc, trace, t0, point)
+
+
+# ----------------------------------------------------------------------------------------------
+# checks
+# ----------------------------------------------------------------------------------------------
+
+KEYS = {"items": "item_id", "errors": "error_id", "spaces": "space_id", "runs": "run_id", "assets": "asset_id"}
+VOLATILE = {"run_id", "first_run", "last_run", "created_at", "updated_at", "default_since", "started_at",
+            "ended_at", "seconds"}
+
+
+def key_of(table: str) -> str:
+    if table.startswith("vectors_"):
+        return "vector_id"
+    if table.startswith("assets_"):
+        return "asset_id"
+    return KEYS.get(table, "")
+
+
+def _rows(tbl: Any) -> list[dict[str, Any]]:
+    return tbl.to_arrow().to_pylist()  # type: ignore[no-any-return]
+
+
+def _freeze(v: Any) -> Any:
+    if isinstance(v, list):
+        if v and isinstance(v[0], float):
+            import numpy as np
+
+            return np.asarray(v, dtype=np.float32).tobytes()  # bit for bit
+        return tuple(_freeze(x) for x in v)
+    return v
+
+
+def snapshot(store_path: Path) -> dict[str, dict[str, tuple[Any, ...]]]:
+    """table -> {key: the row's comparable values} for every table but `runs` (its rows are per run)."""
+    import lancedb
+
+    db = lancedb.connect(str(store_path))
+    out: dict[str, dict[str, tuple[Any, ...]]] = {}
+    for name in db.list_tables().tables:
+        if name == "runs":
+            continue
+        try:
+            tbl = db.open_table(name)
+        except Exception:  # noqa: BLE001 - reported by the invariants
+            continue
+        key = key_of(name)
+        cols = [c for c in tbl.schema.names if c not in VOLATILE]
+        out[name] = {str(r[key]): tuple(_freeze(r[c]) for c in cols) for r in _rows(tbl)}
+        out[name]["__columns__"] = tuple(cols)
+    return out
+
+
+def compare(got: Path, want: Path) -> list[str]:
+    """Differences between a store and the reference store (empty when they hold the same)."""
+    import lancedb
+
+    problems: list[str] = []
+    a, b = snapshot(got), snapshot(want)
+    for name in sorted(set(a) | set(b)):
+        if name not in a or name not in b:
+            problems.append(f"table {_short(name)} only in the {'soaked' if name in a else 'clean'} store")
+            continue
+        ta, tb = a[name], b[name]
+        if ta.get("__columns__") != tb.get("__columns__"):
+            problems.append(f"{_short(name)}: columns differ")
+            continue
+        cols = ta["__columns__"]
+        missing, extra = sorted(set(tb) - set(ta)), sorted(set(ta) - set(tb))
+        if missing:
+            problems.append(f"{_short(name)}: {len(missing)} rows lost (e.g. {missing[0]})")
+        if extra:
+            problems.append(f"{_short(name)}: {len(extra)} rows extra (e.g. {extra[0]})")
+        differ = [k for k in ta if k in tb and ta[k] != tb[k] and k != "__columns__"]
+        if differ:
+            k = differ[0]
+            cols_differ = [c for c, x, y in zip(cols, ta[k], tb[k], strict=True) if x != y]
+            problems.append(f"{_short(name)}: {len(differ)} rows differ (e.g. {k}: {', '.join(cols_differ)})")
+    da, db_ = lancedb.connect(str(got)), lancedb.connect(str(want))
+    for name in sorted(set(a) & set(b)):
+        with contextlib.suppress(Exception):
+            sa, sb = da.open_table(name).schema, db_.open_table(name).schema
+            if not sa.equals(sb, check_metadata=True) or \
+                    [f.metadata for f in sa] != [f.metadata for f in sb]:
+                problems.append(f"{_short(name)}: schema or its metadata differs (primary key, recipe)")
+    problems += _compare_text_index(got, want)
+    return problems
+
+
+def _fts_state(store_path: Path) -> dict[str, tuple[bool, int]]:
+    import lancedb
+
+    db = lancedb.connect(str(store_path))
+    out = {}
+    for name in db.list_tables().tables:
+        if not name.startswith("vectors_"):
+            continue
+        with contextlib.suppress(Exception):
+            tbl = db.open_table(name)
+            fts = [i for i in tbl.list_indices() if i.index_type == "FTS"]
+            stats = tbl.index_stats(fts[0].name) if fts else None
+            out[name] = (bool(fts), int(stats.num_unindexed_rows or 0) if stats is not None else -1)
+    return out
+
+
+def _compare_text_index(got: Path, want: Path) -> list[str]:
+    a, b = _fts_state(got), _fts_state(want)
+    out = []
+    for name in sorted(set(a) & set(b)):
+        if a[name][0] != b[name][0]:
+            out.append(f"{_short(name)}: full-text index {'present' if a[name][0] else 'missing'} "
+                       f"(clean run: {'present' if b[name][0] else 'missing'})")
+        elif a[name][0] and a[name][1] != b[name][1]:
+            out.append(f"{_short(name)}: full-text index leaves {a[name][1]} rows unindexed "
+                       f"(clean run: {b[name][1]})")
+    return out
+
+
+def invariants(store_path: Path) -> list[str]:
+    """What must hold in any store, whatever happened to the runs that wrote it."""
+    import lancedb
+
+    problems: list[str] = []
+    db = lancedb.connect(str(store_path))
+    names = list(db.list_tables().tables)
+    tables: dict[str, Any] = {}
+    for name in names:
+        try:
+            tables[name] = db.open_table(name)
+        except Exception as exc:  # noqa: BLE001 - what the user would see
+            problems.append(f"table {_short(name)} is listed but cannot be opened: {str(exc)[:120]}")
+    latest: dict[str, list[dict[str, Any]]] = {}
+    for name, tbl in tables.items():
+        try:
+            latest[name] = _rows(tbl)
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"table {_short(name)} unreadable at its latest version: {str(exc)[:120]}")
+            continue
+        problems += _duplicates(name, latest[name], "latest")
+        try:
+            tags = tbl.tags.list()
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"table {_short(name)}: tags unreadable: {str(exc)[:120]}")
+            continue
+        for tag in tags:
+            try:
+                old = db.open_table(name)
+                old.checkout(tag)
+                problems += _duplicates(name, _rows(old), f"tag {tag}")
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"table {_short(name)} unreadable at tag {tag}: {str(exc)[:120]}")
+    problems += _runs_sane(tables, latest.get("runs", []))
+    problems += _errors_consistent(latest)
+    return problems
+
+
+def _duplicates(name: str, rows: list[dict[str, Any]], where: str) -> list[str]:
+    key = key_of(name)
+    if not key:
+        return []
+    seen = Counter(r[key] for r in rows)
+    dup = [k for k, n in seen.items() if n > 1]
+    return [f"{_short(name)} at {where}: {len(dup)} duplicate keys (e.g. {dup[0]})"] if dup else []
+
+
+def _runs_sane(tables: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
+    out = []
+    if not runs:
+        return ["runs: no completed run recorded"]
+    names = Counter(r["run_name"] for r in runs)
+    out += [f"runs: run name {n} recorded {c} times" for n, c in names.items() if c > 1]
+    out += [f"runs: run {r['run_name']} has status {r['status']}" for r in runs
+            if r["status"] not in ("completed", "restored", "reembed")]
+    tags = {name: tbl.tags.list() for name, tbl in tables.items()}
+    for r in runs:
+        versions = json.loads(r["versions"] or "{}")
+        for table, version in versions.items():
+            if table not in tags or table == "runs":
+                continue
+            have = tags[table].get(r["run_name"])
+            if have is None:
+                out.append(f"runs: run {r['run_name']} is recorded but table {_short(table)} has no tag for it")
+            elif int(have["version"]) != int(version):
+                out.append(f"runs: tag {r['run_name']} of {_short(table)} is version {have['version']}, "
+                           f"the run recorded {version}")
+        if "runs" in tags and r["run_name"] not in tags["runs"]:
+            out.append(f"runs: run {r['run_name']} is recorded but the runs table has no tag for it")
+    return out
+
+
+def _errors_consistent(latest: dict[str, list[dict[str, Any]]]) -> list[str]:
+    out = []
+    items = {r["item_id"]: r for r in latest.get("items", [])}
+    errors = latest.get("errors", [])
+    by_item: dict[str, list[dict[str, Any]]] = {}
+    for e in errors:
+        by_item.setdefault(e["item_id"], []).append(e)
+        if e["stage"] == "discover":
+            continue
+        item = items.get(e["item_id"])
+        if item is None:
+            out.append(f"errors: row {e['error_id']} for a file the items table does not hold ({e['uri']})")
+        elif item["status"] != "error":
+            out.append(f"errors: row for {e['uri']}, whose item is {item['status']}")
+        elif item["content_hash"] != e["content_hash"]:
+            out.append(f"errors: row for {e['uri']} is about other content than the item holds")
+    for item in items.values():
+        if item["status"] == "error" and item["item_id"] not in by_item:
+            out.append(f"items: {item['uri']} failed but has no errors row")
+    space_modalities = {r["table_name"]: set(r["modalities"] or ()) for r in latest.get("spaces", [])}
+    for table, mods in space_modalities.items():
+        rows = latest.get(table, [])
+        have = {r["item_id"] for r in rows}
+        for r in rows:
+            item = items.get(r["item_id"])
+            if item is None:
+                out.append(f"{_short(table)}: vectors of {r['uri']}, which the items table does not hold")
+                break
+            if item["content_hash"] != r["content_hash"]:
+                out.append(f"{_short(table)}: vectors of {r['uri']} are of other content than the item holds")
+                break
+            if item["status"] == "error" and any(e["space"] is None for e in by_item.get(item["item_id"], [])):
+                out.append(f"{_short(table)}: vectors of {r['uri']}, which cannot be read")
+                break
+        lacking = [i["uri"] for i in items.values() if i["status"] == "ok" and i["modality"] in mods
+                   and i["item_id"] not in have]
+        if lacking:
+            out.append(f"{_short(table)}: {len(lacking)} ok items have no vectors (e.g. {lacking[0]})")
+    return out
+
+
+def settings_for(ws: Workspace, store: Path) -> Any:
+    """The settings the soaked command line amounts to (for runs and searches in this process)."""
+    from omnivec.config import load_settings
+
+    clap = {"model": str(ws.clap)} if ws.clap else {"enabled": False}
+    spaces = {"clip": {"model": f"local-dir:{ws.clip}"}, "clap": clap, "text": {"enabled": False}}
+    return load_settings(overrides={"store": str(store), "spaces": spaces, "batch_size": ws.batch_size,
+                                    "workers": 2, **({} if ws.canary else {"canary_sample": 0})}, env={})
+
+
+def ingest_here(ws: Workspace, store: Path) -> Any:
+    """The same ingest as the command line's, in this process (no trace, one commit per 4096 rows)."""
+    from omnivec.pipeline.run import ingest
+
+    return ingest([str(ws.corpus)], settings_for(ws, store))
+
+
+def search_lists(ws: Workspace, store: Path) -> dict[str, list[tuple[str, float]]]:
+    """The ranked lists a hybrid search fuses (cosine top-k and BM25 top-k per space), after checking
+    that the fused search, and a search as of the last run's tag, work."""
+    from omnivec.query import encode_query, search, search_text_index, search_vector
+    from omnivec.store import Store
+
+    s, st = settings_for(ws, store), Store(str(store))
+    search(QUERY, k=10, hybrid=True, settings=s)
+    runs = sorted(st.read("runs", ["run_name", "ended_at"]).to_pylist(), key=lambda r: r["ended_at"])
+    search(QUERY, k=5, as_of=runs[-1]["run_name"], settings=s)
+    out = {}
+    for space in ("clip", "clap") if ws.clap else ("clip",):
+        vec, _ = encode_query(st, space, s, QUERY, None, None)
+        out[space] = [(h.uri, round(h.score, 6)) for h in search_vector(st, space, vec, k=10)]
+        out[f"fts:{space}"] = [(h.uri, round(h.score, 4)) for h in search_text_index(st, space, QUERY, k=10)]
+    return out
+
+
+def same_ranking(a: list[tuple[str, float]], b: list[tuple[str, float]]) -> bool:
+    """Equal up to the order among equal scores and, at the cut, which of the tied hits are kept.
+    Ties are ordered by where rows lie in the table's files, which differs between a store that a
+    resumed run wrote and a clean one (as it does after compaction); scores and everything above the
+    lowest score must agree."""
+    if [x for _, x in a] != [x for _, x in b]:
+        return False
+    low = a[-1][1] if a else None
+    above_a = Counter((u, x) for u, x in a if x != low)
+    above_b = Counter((u, x) for u, x in b if x != low)
+    return above_a == above_b
+
+
+def check(ws: Workspace, got: Path, want: Path) -> list[str]:
+    problems = invariants(got) + compare(got, want)
+    try:
+        mine, clean = search_lists(ws, got), search_lists(ws, want)
+        for name in sorted(clean):
+            if not same_ranking(mine.get(name, []), clean[name]):
+                problems.append(f"search {QUERY!r} in {name} ranks other hits than on the clean store")
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"search fails: {type(exc).__name__}: {str(exc)[:160]}")
+    return problems
+
+
+# ----------------------------------------------------------------------------------------------
+# the soak
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Workspace:
+    root: Path
+    corpus: Path
+    clip: Path
+    clap: Path | None
+    base: Path  # a store that ingested version 1 of the corpus
+    clean: dict[str, Path] = field(default_factory=dict)  # scenario -> reference store
+    ref: Trace = field(default_factory=Trace)  # the clean run's trace (fresh scenario)
+    ref_by: dict[str, Trace] = field(default_factory=dict)
+    ref_flow: Trace = field(default_factory=Trace)
+    batch_size: int = 1
+    flush_rows: int = 48
+    canary: bool = False
+    changes: list[str] = field(default_factory=list)
+
+
+def prepare(root: Path, notes: int = 60, batch_size: int = 1, flush_rows: int = 48, audio: bool = True,
+            clip: Path | None = None, clap: Path | None = None, flow: bool = False, canary: bool = False,
+            log: Callable[[str], None] = print) -> Workspace:
+    """Models, corpus v1, the base store (v1 ingested), corpus v2 and the clean reference stores."""
+    from omnivec.testing import make_tiny_clap, make_tiny_open_clip
+
+    root.mkdir(parents=True, exist_ok=True)
+    clip = clip or make_tiny_open_clip(root / "models" / "clip")
+    if audio:
+        clap = clap or make_tiny_clap(root / "models" / "clap")
+    corpus = build_corpus(root / "corpus", notes, audio)
+    ws = Workspace(root, corpus, clip, clap if audio else None, root / "base", batch_size=batch_size,
+                   flush_rows=flush_rows, canary=canary)
+    log("ingesting corpus version 1 into the base store ...")
+    done = finish_child(start_child(ws, ws.base, root / "base.trace"), root / "base.trace", time.monotonic(), "")
+    if done.rc != 0:
+        raise RuntimeError(f"the base run failed: {done.stderr}")
+    ws.changes = mutate_corpus(corpus)
+    for scenario in ("fresh", "incremental"):
+        store = root / f"clean-{scenario}"
+        if scenario == "incremental":
+            shutil.copytree(ws.base, store)
+        log(f"clean run ({scenario}) ...")
+        trace = root / f"clean-{scenario}.trace"
+        done = finish_child(start_child(ws, store, trace), trace, time.monotonic(), "")
+        if done.rc != 0:
+            raise RuntimeError(f"the clean {scenario} run failed: {done.stderr}")
+        ws.clean[scenario] = store
+        ws.ref_by[scenario] = done.trace
+        log(f"  {len(done.trace.ops)} store writes, {done.trace.work_seconds:.1f} s of work "
+            f"({done.seconds:.1f} s with start-up)")
+    ws.ref = ws.ref_by["fresh"]
+    if flow:
+        store, trace = root / "clean-flow", root / "clean-flow.trace"
+        log("clean run through the Prefect flow (measures its work) ...")
+        done = finish_child(start_child(ws, store, trace, flow=True), trace, time.monotonic(), "")
+        if done.rc != 0:
+            raise RuntimeError(f"the clean flow run failed: {done.stderr}")
+        ws.ref_flow = done.trace
+        problems = compare(store, ws.clean["fresh"])
+        if problems:
+            raise RuntimeError(f"a clean flow run differs from a clean local run: {problems}")
+    for scenario, store in ws.clean.items():
+        bad = invariants(store)
+        if bad:
+            raise RuntimeError(f"the clean {scenario} store breaks the invariants: {bad}")
+    return ws
+
+
+def prepare_here(root: Path, clip: Path, clap: Path | None, notes: int = 10, flush_rows: int = 48) -> Workspace:
+    """A smaller workspace whose base and clean stores are written in this process (for the tests:
+    no traces, so kills must be aimed)."""
+    corpus = build_corpus(root / "corpus", notes, audio=clap is not None)
+    ws = Workspace(root, corpus, clip, clap, root / "base", flush_rows=flush_rows)
+    ingest_here(ws, ws.base)
+    ws.changes = mutate_corpus(corpus)
+    ws.clean["fresh"] = root / "clean-fresh"
+    ws.clean["incremental"] = root / "clean-incremental"
+    shutil.copytree(ws.base, ws.clean["incremental"])
+    for store in ws.clean.values():
+        ingest_here(ws, store)
+    return ws
+
+
+@dataclass
+class Trial:
+    number: int
+    path: str
+    scenario: str
+    kills: list[Launch]
+    final: Launch | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def start_store(ws: Workspace, scenario: str, store: Path) -> None:
+    shutil.rmtree(store, ignore_errors=True)
+    if scenario == "incremental":
+        shutil.copytree(ws.base, store)
+
+
+def run_trial(ws: Workspace, number: int, rng: random.Random, kills: int, flow: bool, scenario: str,
+              aims: list[str] | None = None) -> Trial:
+    """Kill ``kills`` ingests on one store (each at a random moment, or at ``aims``), finish, check."""
+    store = ws.root / "trials" / f"t{number:03d}"
+    store.parent.mkdir(parents=True, exist_ok=True)
+    start_store(ws, scenario, store)
+    trial = Trial(number, "flow" if flow else "local", scenario, [])
+    trace = ws.root / "trials" / f"t{number:03d}.trace"
+    saved, ws.ref = ws.ref, ws.ref_by[scenario]
+    try:
+        for k in range(len(aims) if aims else kills):
+            launch = run_killed(ws, store, trace, rng, flow, aims[k] if aims else "")
+            trial.kills.append(launch)
+            if launch.category in ("failed", "hung"):
+                trial.problems.append(f"a run after a kill {launch.what}: {launch.stderr.strip()[-300:]}")
+                return trial
+            if launch.category == "finished":
+                break
+        final = finish_child(start_child(ws, store, trace), trace, time.monotonic(), "")
+        trial.final = final
+        if final.rc != 0:
+            trial.problems.append(f"the run after the kills failed (exit {final.rc}): {final.stderr.strip()[-400:]}")
+            return trial
+        trial.problems += check(ws, store, ws.clean[scenario])
+    finally:
+        ws.ref = saved
+    return trial
+
+
+def _fmt_row(cols: list[str], widths: list[int]) -> str:
+    return "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()
+
+
+HEADER = ["trial", "path", "start", "kill", "kill point", "in flight when killed", "writes", "result"]
+WIDTHS = [5, 5, 11, 4, 22, 46, 6, 0]
+
+
+def print_trial(t: Trial, out: Callable[[str], None] = print) -> None:
+    result = "ok" if not t.problems else "MISMATCH"
+    rows: list[Launch | None] = list(t.kills) or [None]
+    for i, k in enumerate(rows):
+        last = i == len(rows) - 1
+        cols = [str(t.number) if i == 0 else "", t.path if i == 0 else "", t.scenario if i == 0 else "",
+                str(i + 1), k.point if k else "-", k.what if k else "-",
+                str(len([o for o in k.trace.ops if o.end is not None])) if k else "-", result if last else ""]
+        out(_fmt_row(cols, WIDTHS))
+    for p in t.problems:
+        out(f"       ! {p}")
+
+
+def summary(trials: list[Trial], seconds: float) -> str:
+    kills = [k for t in trials for k in t.kills]
+    cats = Counter(k.category for k in kills)
+    bad = [t for t in trials if t.problems]
+    parts = ", ".join(f"{n} {c}" for c, n in sorted(cats.items()))
+    verdict = "OK" if not bad else f"FAILED (trials {', '.join(str(t.number) for t in bad)})"
+    return (f"crash soak: {len(trials)} trials, {len(kills)} kills ({parts}), {len(bad)} mismatched "
+            f"in {seconds:.0f} s: {verdict}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["child"]:
+        child_main(argv[1:])
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--kills", type=int, default=2, help="most kills per trial (each trial draws 1..K)")
+    ap.add_argument("--flow-trials", type=int, default=0,
+                    help="trials whose killed runs go through the Prefect flow (a temporary server each: slow)")
+    ap.add_argument("--notes", type=int, default=60, help="short text files in the corpus (more: longer runs)")
+    ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--flush-rows", type=int, default=48, help="rows buffered per commit in the killed runs")
+    ap.add_argument("--no-audio", action="store_true", help="leave out the audio space (clap) and files")
+    ap.add_argument("--aim", action="append", default=[], metavar="KIND:TABLE#K[@after|@during+MS]",
+                    help="a kill point for one trial each, before the random ones (e.g. merge:items#1@during+0)")
+    ap.add_argument("--canary", action="store_true",
+                    help="keep the drift canary on in the soaked runs (read-only, a few seconds per run)")
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    a = ap.parse_args(argv)
+    seed = a.seed if a.seed is not None else random.randrange(1 << 30)
+    rng = random.Random(seed)
+    root = a.workdir or Path(tempfile.mkdtemp(prefix="omnivec-soak-"))
+    t0 = time.monotonic()
+    print(f"crash soak: seed {seed}, work folder {root}", flush=True)
+    try:
+        ws = prepare(root, a.notes, a.batch_size, a.flush_rows, not a.no_audio, flow=a.flow_trials > 0,
+                     canary=a.canary, log=lambda m: print(m, flush=True))
+        print(f"corpus v2 vs v1: {'; '.join(ws.changes)}", flush=True)
+        print(_fmt_row(HEADER, WIDTHS), flush=True)
+        trials = []
+        for i in range(1, a.trials + 1):
+            flow = i <= a.flow_trials
+            scenario = "incremental" if i % 2 == 0 else "fresh"
+            aims = [a.aim[i - 1]] if i <= len(a.aim) else None
+            trial = run_trial(ws, i, rng, rng.randint(1, a.kills), flow, scenario, aims)
+            trials.append(trial)
+            print_trial(trial, lambda line: print(line, flush=True))
+            if not trial.problems:
+                shutil.rmtree(root / "trials" / f"t{i:03d}", ignore_errors=True)
+        print(summary(trials, time.monotonic() - t0), flush=True)
+        return 1 if any(t.problems for t in trials) else 0
+    finally:
+        if not a.keep and a.workdir is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
