@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from omnivec.errors import ConfigError
 
@@ -33,6 +33,7 @@ DEFAULT_CONFIG_NAME = "omnivec.toml"
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
 TaskRunnerKind = Literal["threads", "dask"]
+Precision = Literal["fp32", "bf16", "fp16", "int8"]
 
 
 class SpaceSettings(BaseModel):
@@ -48,6 +49,10 @@ class SpaceSettings(BaseModel):
     chunk_overlap: int = Field(default=8, ge=0, description="tokens shared by consecutive text chunks")
     window_s: float | None = Field(default=None, gt=0, description="audio window (default: the model's)")
     hop_s: float | None = Field(default=None, gt=0, description="audio hop (default: the window)")
+    precision: Precision | None = Field(
+        default=None, description="this space's precision (part of its identity); none: the global `precision`")
+    # torch CPU threads, copied from the global `threads` (a process setting, never stored with a space)
+    _threads: int | None = PrivateAttr(default=None)
 
 
 DEFAULT_CLAP_MODEL = "laion/clap-htsat-unfused"
@@ -88,12 +93,32 @@ class Settings(BaseModel):
     max_image_pixels: int = Field(default=89_478_485, ge=1)
     max_text_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
     max_image_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+    decode_timeout_s: float = Field(
+        default=60.0, ge=0, description="longest one file's read, its decode, or one audio window may take "
+        "before the file becomes an errors row and its decoder is abandoned (0: no limit)")
     canary_sample: int = Field(default=4, ge=0, description="stored items per modality re-embedded each run (0: off)")
     canary_tolerance: float = Field(default=0.999, gt=0, le=1, description="lowest cosine the canary accepts")
     asset_weights: dict[str, float] = Field(
         default_factory=lambda: {"image": 1.0, "text": 1.0, "audio": 1.0},
         description="weight of each member modality in an asset's fused vector")
     spaces: dict[str, SpaceSettings] = Field(default_factory=default_spaces)
+    precision: Precision | None = Field(
+        default=None, description="fp32 | bf16 | fp16 (GPU autocast) | int8 (CPU dynamic quantisation); "
+                                  "none: a new space is fp32, a stored space keeps its own")
+    threads: int | None = Field(
+        default=None, ge=1, description="torch CPU threads of this process; none: the usable cores "
+                                        "(os.sched_getaffinity), or OMP_NUM_THREADS when that is set")
+
+    @model_validator(mode="after")
+    def _space_runtime(self) -> Settings:
+        """Each space carries what its encoder needs: a chosen precision, the process's threads."""
+        spaces = {}
+        for name, cfg in self.spaces.items():
+            cfg = cfg.model_copy(update={"precision": cfg.precision or self.precision})
+            cfg._threads = self.threads
+            spaces[name] = cfg
+        self.spaces = spaces
+        return self
 
     @field_validator("spaces")
     @classmethod
@@ -108,6 +133,10 @@ class Settings(BaseModel):
         return name in self._pinned
 
     def with_space(self, name: str, cfg: SpaceSettings, pinned: bool = True) -> Settings:
+        mine = self.spaces.get(name)
+        precision = mine.precision if not pinned and mine is not None and mine.precision else cfg.precision
+        cfg = cfg.model_copy(update={"precision": precision})  # following the store: a chosen precision wins
+        cfg._threads = self.threads
         out = self.model_copy(update={"spaces": {**self.spaces, name: cfg}})
         out._pinned = (self._pinned | {name}) if pinned else (self._pinned - {name})
         return out

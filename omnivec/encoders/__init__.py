@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from omnivec.config import SpaceSettings
-from omnivec.encoders.base import Encoder, Segment, resolve_device, space_id_for
+from omnivec.encoders.base import Encoder, Segment, apply_threads, resolve_device, space_id_for
 from omnivec.errors import UnknownEncoderError
 
 _BUILTIN: dict[str, str] = {
@@ -59,8 +59,10 @@ def encoder_class(name: str) -> type[Encoder]:
 
 
 def load_encoder(settings: SpaceSettings, device: str = "auto") -> Encoder:
-    """Load (once per process) the encoder a space's settings describe."""
+    """Load (once per process) the encoder a space's settings describe (its precision included), and set
+    torch's CPU threads from the settings' ``threads``."""
     key = (settings.model_dump_json(exclude={"enabled", "batch_size"}), device)
+    apply_threads(settings._threads)
     with _LOAD_LOCK:
         if key not in _LOADED:
             cls = encoder_class(settings.encoder)

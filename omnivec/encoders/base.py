@@ -1,10 +1,18 @@
-"""The encoder contract: everything the pipeline and the query path rely on."""
+"""The encoder contract: everything the pipeline and the query path rely on.
+
+Also what every encoder shares: precision (autocast, int8 dynamic quantisation), torch CPU threads,
+batches pinned for a non-blocking copy to the GPU, and a batch size that halves on out-of-memory.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
+import os
 import threading
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -13,6 +21,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from omnivec.config import SpaceSettings
+
+log = logging.getLogger("omnivec")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +59,106 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask; a container's cpuset counts)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def torch_threads(requested: int | None) -> int | None:
+    """The torch CPU thread count for ``threads``: the setting when given; else the usable cores, unless
+    OMP_NUM_THREADS is set (then torch already follows it: local Dask workers get a share each)."""
+    if requested:
+        return requested
+    if os.environ.get("OMP_NUM_THREADS", "").strip():
+        return None
+    return usable_cores()
+
+
+def apply_threads(requested: int | None) -> None:
+    import torch
+
+    n = torch_threads(requested)
+    if n is not None and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A device allocation failure: CUDA's OutOfMemoryError, or the RuntimeError MPS raises."""
+    import torch
+
+    oom = getattr(torch.cuda, "OutOfMemoryError", None) or getattr(torch, "OutOfMemoryError", None)
+    if oom is not None and isinstance(exc, oom):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+class DeviceOutOfMemory(RuntimeError):
+    """One input alone does not fit on the device: it becomes an ``errors`` row, its batch goes on."""
+
+
+def _free_device_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    mps = getattr(torch, "mps", None)
+    if mps is not None and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        mps.empty_cache()
+
+
+def check_precision(precision: str, device: str) -> None:
+    """Refuse a precision the device cannot run, before any model is loaded."""
+    from omnivec.errors import ConfigError
+
+    kind = device.split(":")[0]
+    if precision == "int8" and kind != "cpu":
+        raise ConfigError(f"precision int8 (dynamic quantisation of Linear layers) runs on the CPU only, "
+                          f"and the device is {device}",
+                          ["use --device cpu with --precision int8", "or --precision bf16 / fp16 on the GPU"])
+    if precision == "fp16" and kind == "cpu":
+        raise ConfigError("precision fp16 needs a GPU: CPUs have no fast float16 matrix multiply",
+                          ["use --precision bf16 or int8 on the CPU", "or --device cuda"])
+    if precision == "bf16" and kind == "cuda":
+        import torch
+
+        if not torch.cuda.is_bf16_supported():
+            raise ConfigError("this GPU has no bfloat16 support", ["use --precision fp16"])
+
+
+def quantize_int8(model: Any) -> Any:
+    """torch dynamic quantisation: Linear weights stored as int8, activations quantised per batch."""
+    import torch
+
+    with warnings.catch_warnings():  # torch.ao points to torchao; the eager API still does the job
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+class TensorBatch:
+    """A collated batch of named tensors (a tokeniser's or feature extractor's output): len() and slicing
+    along the batch, so an out-of-memory retry can take it in parts."""
+
+    def __init__(self, tensors: dict[str, Any]) -> None:
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return int(next(iter(self.tensors.values())).shape[0])
+
+    def __getitem__(self, part: slice) -> TensorBatch:
+        return TensorBatch({k: v[part] for k, v in self.tensors.items()})
+
+    def to(self, device: str) -> dict[str, Any]:
+        return {k: v.to(device, non_blocking=True) for k, v in self.tensors.items()}
+
+
+def pin(tensor: Any, device: str) -> Any:
+    """Page-locked host memory for a CUDA device: the copy to it can then run asynchronously."""
+    return tensor.pin_memory() if device.startswith("cuda") else tensor
+
+
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -58,9 +168,17 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
 class Encoder(ABC):
     """A model plus its preprocessing, embedding batches into one space.
 
-    Subclasses set ``modalities``, ``dimension`` and ``recipe`` in ``__init__`` and implement
-    :meth:`segments` (CPU-side split + preprocess of one decoded item, thread-safe) and
-    :meth:`embed` (one forward pass for a batch of payloads of one modality).
+    Subclasses set ``modalities``, ``dimension`` and ``recipe`` (through :meth:`with_precision`) in
+    ``__init__`` and implement :meth:`segments` (CPU-side split + preprocess of one decoded item,
+    thread-safe) and :meth:`_forward` (one forward pass for a batch of payloads of one modality, under
+    :meth:`autocast`). :meth:`_collate` may batch payloads on the CPU (stack, tokenise, pin) outside the
+    forward lock, so that one thread prepares its batch while another one's forward runs.
+
+    ``precision`` (``settings.precision``, fp32 when unset): bf16/fp16 run the forward under
+    ``torch.autocast``; int8 quantises the model's Linear layers at load (:meth:`prepare_model`).
+    Out-of-memory: a forward that runs out of device memory is retried in halves, and the size that fit
+    becomes ``batch_limit`` for every later batch of this encoder; one input that does not fit alone
+    raises :class:`DeviceOutOfMemory`.
     """
 
     kind: ClassVar[str] = ""
@@ -74,6 +192,28 @@ class Encoder(ABC):
         self.device = device
         self._forward_lock = threading.Lock()  # one forward at a time; decode runs beside it
         self._query_lock = threading.Lock()  # tokenizers are not safe to share between threads
+        self.precision: str = settings.precision or "fp32"
+        check_precision(self.precision, device)
+        self.batch_limit: int | None = None  # set by the first out-of-memory: the largest batch that fit
+
+    # -- precision ----------------------------------------------------------------------------
+    def with_precision(self, recipe: dict[str, Any]) -> dict[str, Any]:
+        """The recipe, plus the precision when it is not fp32 (other precisions give other vectors, so
+        another space; fp32 recipes stay as they were, and so do their space_ids)."""
+        return recipe if self.precision == "fp32" else {**recipe, "precision": self.precision}
+
+    def prepare_model(self, model: Any) -> Any:
+        """Apply load-time precision to a model in eval mode (int8: dynamic quantisation)."""
+        return quantize_int8(model) if self.precision == "int8" else model
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The context a forward runs in: ``torch.autocast`` for bf16/fp16, else nothing."""
+        if self.precision not in ("bf16", "fp16"):
+            return contextlib.nullcontext()
+        import torch
+
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.split(":")[0], dtype=dtype)
 
     @property
     def space_id(self) -> str:
@@ -84,19 +224,51 @@ class Encoder(ABC):
         """Split and preprocess one decoded item into the segments that get vectors (may be lazy:
         audio windows are decoded as they are pulled)."""
 
+    def _collate(self, modality: str, payloads: Sequence[Any]) -> Any:
+        """CPU-side batching, run outside the forward lock. The result must have len() and slicing
+        along the batch; :meth:`_forward` takes it (or a slice of it). Default: the payloads as they are."""
+        return list(payloads)
+
     @abstractmethod
-    def _forward(self, modality: str, payloads: Sequence[Any]) -> np.ndarray:
-        """Run the model once on a batch; returns float32 [len(payloads), dimension]."""
+    def _forward(self, modality: str, payloads: Any) -> np.ndarray:
+        """Run the model once on a batch (payloads, or what :meth:`_collate` made of them); returns
+        float32 [len(payloads), dimension]."""
 
     def embed(self, modality: str, payloads: Sequence[Any]) -> np.ndarray:
-        """L2-normalised float32 vectors, one per payload, in one forward pass."""
+        """L2-normalised float32 vectors, one per payload: one forward pass, or several of at most
+        ``batch_limit`` once the device has run out of memory."""
         if modality not in self.modalities:
             raise ValueError(f"{self.kind} embeds {sorted(self.modalities)}, not {modality}")
         if not payloads:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        with self._forward_lock:
-            out = self._forward(modality, payloads)
-        return l2_normalise(out)
+        batch = self._collate(modality, payloads)  # outside the lock: overlaps another batch's forward
+        n, limit_before = len(payloads), self.batch_limit
+        parts: list[np.ndarray] = []
+        start = 0
+        while start < n:
+            with self._forward_lock:
+                size = min(n - start, self.batch_limit or n)
+                failure = None
+                try:
+                    parts.append(self._forward(modality, batch if size == n else batch[start : start + size]))
+                except Exception as exc:
+                    if not is_out_of_memory(exc):
+                        raise
+                    failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'out of memory'}"
+                if failure is None:
+                    start += size
+                    continue
+                # outside the except block: the exception's frames (and their tensors) are released
+                _free_device_memory()
+                if size == 1:
+                    # one input alone does not fit: the halving was about it, not the batch size
+                    self.batch_limit = limit_before
+                    raise DeviceOutOfMemory(f"out of memory on {self.device} for this input alone (batch of 1, "
+                                            f"precision {self.precision}): {failure}")
+                self.batch_limit = max(1, size // 2)
+                log.warning("%s %s: out of memory on %s at a batch of %d; batches of %d from now on",
+                            self.kind, self.settings.model, self.device, size, self.batch_limit)
+        return l2_normalise(np.concatenate(parts) if len(parts) > 1 else parts[0])
 
     def embed_query(self, modality: str, content: Any) -> np.ndarray:
         """One vector for a query: the re-normalised mean of its segments' vectors. Safe to call from

@@ -21,7 +21,7 @@ from omnivec.audio import AudioInfo, iter_windows
 from omnivec.chunking import chunk_text
 from omnivec.config import SpaceSettings
 from omnivec.encoders import register
-from omnivec.encoders.base import Encoder, Segment
+from omnivec.encoders.base import Encoder, Segment, TensorBatch, pin
 from omnivec.errors import ConfigError, ModelUnavailableError
 from omnivec.hub import offline_if_unreachable, quiet_transformers
 from omnivec.weights import file_sha256
@@ -74,7 +74,7 @@ class ClapEncoder(Encoder):
             raise _unavailable(settings.model, f"{where}{type(exc).__name__}: {exc}") from exc
         logging.getLogger(__name__).debug("loaded CLAP %s", name)
         model.eval().to(device)
-        self.model = model
+        self.model = self.prepare_model(model)
         self.processor = processor
         fe = processor.feature_extractor
         self.sample_rate = int(fe.sampling_rate)
@@ -92,7 +92,7 @@ class ClapEncoder(Encoder):
         self.max_tokens = min(int(tok.model_max_length or 512), max_pos - 2) - 2
         self.dimension = int(model.config.projection_dim)
         weights = _weight_files(model, name)
-        self.recipe = {
+        self.recipe = self.with_precision({
             "encoder": "clap",
             "model": settings.model if not local else os.path.basename(os.path.normpath(name)),
             "weights_sha256": [file_sha256(w) for w in weights] or "unknown",
@@ -106,7 +106,7 @@ class ClapEncoder(Encoder):
             "dtype": "float32",
             "libs": {"transformers": transformers.__version__.split(".")[0],
                      "torch": torch.__version__.split(".")[0]},
-        }
+        })
 
     def count_tokens(self, text: str) -> int:
         return len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -121,17 +121,23 @@ class ClapEncoder(Encoder):
             return [Segment(c.text, c.start, c.end) for c in chunks]
         raise ValueError(f"CLAP does not embed {modality}")
 
-    def _forward(self, modality: str, payloads: Sequence[Any]) -> np.ndarray:
+    def _collate(self, modality: str, payloads: Sequence[Any]) -> TensorBatch:
+        """Audio: the feature extractor's mel features (the CPU-heavy part); text: padded token ids."""
+        if modality == "audio":
+            feats = self.processor.feature_extractor(
+                [np.asarray(p, dtype=np.float32) for p in payloads], sampling_rate=self.sample_rate,
+                return_tensors="pt")
+        else:
+            feats = self.processor.tokenizer(list(payloads), padding=True, return_tensors="pt")
+        return TensorBatch({k: pin(v, self.device) for k, v in feats.items()})
+
+    def _forward(self, modality: str, payloads: Any) -> np.ndarray:
         import torch
 
-        with torch.inference_mode():
-            if modality == "audio":
-                feats = self.processor.feature_extractor(
-                    [np.asarray(p, dtype=np.float32) for p in payloads], sampling_rate=self.sample_rate,
-                    return_tensors="pt")
-                out = self.model.get_audio_features(**{k: v.to(self.device) for k, v in feats.items()})
-            else:
-                tok = self.processor.tokenizer(list(payloads), padding=True, return_tensors="pt")
-                out = self.model.get_text_features(**{k: v.to(self.device) for k, v in tok.items()})
+        batch = payloads if isinstance(payloads, TensorBatch) else self._collate(modality, payloads)
+        with torch.inference_mode(), self.autocast():
+            inputs = batch.to(self.device)
+            out = (self.model.get_audio_features(**inputs) if modality == "audio"
+                   else self.model.get_text_features(**inputs))
         vec = out.pooler_output if hasattr(out, "pooler_output") else out
         return vec.float().cpu().numpy()

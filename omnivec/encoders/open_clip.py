@@ -22,7 +22,7 @@ import numpy as np
 from omnivec.chunking import chunk_text
 from omnivec.config import SpaceSettings
 from omnivec.encoders import register
-from omnivec.encoders.base import Encoder, Segment
+from omnivec.encoders.base import Encoder, Segment, pin
 from omnivec.errors import ConfigError, ModelUnavailableError
 from omnivec.hub import offline_if_unreachable
 from omnivec.weights import file_sha256
@@ -145,13 +145,13 @@ class OpenClipEncoder(Encoder):
             where = "hub unreachable or HF_HUB_OFFLINE set, and not in the local cache: " if offline else ""
             raise _unavailable(model_name, pretrained, f"{where}{type(exc).__name__}: {exc}") from exc
         model.eval()
-        self.model = model
+        self.model = self.prepare_model(model)
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.context_length = int(getattr(self.tokenizer, "context_length", None) or model.context_length)
         self.dimension = int(model.visual.output_dim)
         pcfg = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
-        self.recipe = {
+        self.recipe = self.with_precision({
             "encoder": "open_clip",
             "model": model_name,
             "pretrained": pretrained if pretrained is None or not os.path.isfile(pretrained)
@@ -165,7 +165,17 @@ class OpenClipEncoder(Encoder):
             "dtype": "float32",
             "libs": {"open_clip": open_clip.__version__.split(".")[0],
                      "torch": torch.__version__.split(".")[0]},
-        }
+        })
+
+    def prepare_model(self, model: Any) -> Any:
+        model = super().prepare_model(model)
+        if self.precision == "int8":  # open_clip reads the input dtype off the first block's c_fc weight,
+            import torch  # which a quantised Linear no longer has; this is the attribute it looks for instead
+
+            for name, module in model.named_modules():
+                if name.endswith("mlp.c_fc"):
+                    module.int8_original_dtype = torch.float32
+        return model
 
     # -- text ---------------------------------------------------------------------------------
     def count_tokens(self, text: str) -> int:
@@ -187,14 +197,22 @@ class OpenClipEncoder(Encoder):
             return self.text_chunks(content)
         raise ValueError(f"open_clip does not embed {modality}")
 
-    def _forward(self, modality: str, payloads: Sequence[Any]) -> np.ndarray:
+    def _collate(self, modality: str, payloads: Sequence[Any]) -> Any:
+        """Images: one stacked tensor (page-locked for a CUDA device); text: the token ids."""
         import torch
 
-        with torch.inference_mode():
-            if modality == "image":
-                batch = torch.stack(list(payloads)).to(self.device, non_blocking=True)
-                out = self.model.encode_image(batch)
-            else:
-                tokens = self.tokenizer(list(payloads)).to(self.device, non_blocking=True)
-                out = self.model.encode_text(tokens)
+        if modality == "image":
+            first = payloads[0]
+            out = torch.empty((len(payloads), *first.shape), dtype=first.dtype,
+                              pin_memory=self.device.startswith("cuda"))
+            return torch.stack(list(payloads), out=out)
+        return pin(self.tokenizer(list(payloads)), self.device)
+
+    def _forward(self, modality: str, payloads: Any) -> np.ndarray:
+        import torch
+
+        batch = payloads if isinstance(payloads, torch.Tensor) else self._collate(modality, payloads)
+        with torch.inference_mode(), self.autocast():
+            x = batch.to(self.device, non_blocking=True)
+            out = self.model.encode_image(x) if modality == "image" else self.model.encode_text(x)
         return out.float().cpu().numpy()

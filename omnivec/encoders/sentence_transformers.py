@@ -58,7 +58,7 @@ class SentenceTransformerEncoder(Encoder):
             where = "hub unreachable or HF_HUB_OFFLINE set, and not in the local cache: " if offline else ""
             raise self._unavailable(f"{where}{type(exc).__name__}: {exc}") from exc
         model.eval()
-        self.model: Any = model
+        self.model: Any = self.prepare_model(model)
         self.tokenizer = model.tokenizer
         seq: Any = model.max_seq_length
         self.max_tokens = int(seq) - 2  # [CLS] ... [SEP]
@@ -67,7 +67,7 @@ class SentenceTransformerEncoder(Encoder):
         self.dimension = int(dim)
         folder = path if os.path.isdir(path) else ""
         weights = sorted(glob.glob(os.path.join(folder, "*.safetensors"))) if folder else []
-        self.recipe = {
+        self.recipe = self.with_precision({
             "encoder": "sentence_transformers",
             "model": settings.model,
             "weights_sha256": [file_sha256(w) for w in weights] or "unknown",
@@ -78,7 +78,7 @@ class SentenceTransformerEncoder(Encoder):
             "dtype": "float32",
             "libs": {"sentence_transformers": sentence_transformers.__version__.split(".")[0],
                      "torch": torch.__version__.split(".")[0]},
-        }
+        })
 
     def _unavailable(self, reason: str) -> ModelUnavailableError:
         return ModelUnavailableError(
@@ -100,7 +100,7 @@ class SentenceTransformerEncoder(Encoder):
     def _forward(self, modality: str, payloads: Sequence[Any]) -> np.ndarray:
         import torch
 
-        with torch.inference_mode():
+        with torch.inference_mode(), self.autocast():
             out = self.model.encode(list(payloads), batch_size=len(payloads), convert_to_numpy=True,
                                     normalize_embeddings=True, show_progress_bar=False)
         return np.asarray(out, dtype=np.float32)

@@ -2,8 +2,9 @@
 
 Segments are pulled lazily (an hour of audio is never in memory at once); a forward runs whenever
 ``batch_size`` payloads are waiting. Payloads are dropped as soon as they are embedded; only vectors
-and their offsets are kept. A failing forward is retried segment by segment so one bad file cannot
-take its neighbours down.
+and their offsets are kept. A failing forward is retried in halves, down to single segments, so one
+bad file cannot take its neighbours down and the others still run in batches. (Running out of device
+memory is handled first by the encoder itself, which halves its batch size for the rest of the run.)
 """
 
 from __future__ import annotations
@@ -56,17 +57,7 @@ class SpaceEmbedder:
         part = [p for p in part if p[0] not in self.failed]
         if not part:
             return
-        try:
-            vecs = self.encoder.embed(self.modality, [s.payload for _, _, s in part])
-        except Exception:  # noqa: BLE001 - isolate the failing segment(s)
-            vecs = np.full((len(part), self.encoder.dimension), np.nan, dtype=np.float32)
-            for i, (item_id, _, seg) in enumerate(part):
-                if item_id in self.failed:
-                    continue
-                try:
-                    vecs[i] = self.encoder.embed(self.modality, [seg.payload])[0]
-                except Exception as exc:  # noqa: BLE001 - becomes an errors row
-                    self.failed[item_id] = exc
+        vecs = self._embed_isolating(part)
         for (item_id, index, seg), vec in zip(part, vecs, strict=True):
             if item_id in self.failed:
                 continue
@@ -78,6 +69,25 @@ class SpaceEmbedder:
             self.done.setdefault(item_id, []).append(EmbeddedSegment(
                 index, np.asarray(vec, dtype=np.float32), seg.char_start, seg.char_end, seg.start_s,
                 seg.end_s, text))
+
+    def _embed_isolating(self, part: list[tuple[str, int, Segment]]) -> np.ndarray:
+        """Vectors of ``part``; when its forward fails, each half is tried on its own, down to single
+        segments, whose failure is recorded against their item (NaN rows for segments not embedded)."""
+        vecs = np.full((len(part), self.encoder.dimension), np.nan, dtype=np.float32)
+        live = [i for i, (item_id, _, _) in enumerate(part) if item_id not in self.failed]
+        if not live:
+            return vecs
+        try:
+            vecs[live] = self.encoder.embed(self.modality, [part[i][2].payload for i in live])
+            return vecs
+        except Exception as exc:  # noqa: BLE001 - isolate the failing segment(s)
+            if len(live) == 1:
+                self.failed[part[live[0]][0]] = exc.with_traceback(None)  # an errors row; frames freed
+                return vecs
+        mid = len(part) // 2
+        vecs[:mid] = self._embed_isolating(part[:mid])
+        vecs[mid:] = self._embed_isolating(part[mid:])
+        return vecs
 
     def finish(self) -> dict[str, list[EmbeddedSegment]]:
         """Run what is left; return item_id -> segments (in order) for items that succeeded."""
