@@ -18,10 +18,12 @@ from flows.cli_common import (
     DaskOpt,
     DeviceOpt,
     ModelOpt,
+    PrecisionOpt,
     PretrainedOpt,
     RunnerOpt,
     StoreOpt,
     TextOpt,
+    ThreadsOpt,
     _Bar,
     _guard,
     _settings,
@@ -39,7 +41,7 @@ def ingest(
     store: StoreOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None, clap_model: ClapOpt = None,
     text_model: TextOpt = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="items per forward pass")] = None,
-    device: DeviceOpt = None,
+    device: DeviceOpt = None, precision: PrecisionOpt = None, threads: ThreadsOpt = None,
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="batches in flight (and local Dask workers)")] = None,
     task_runner: RunnerOpt = None, dask_address: DaskOpt = None,
     include: Annotated[list[str] | None, typer.Option("--include", help="glob a path must match (repeatable)")] = None,
@@ -58,7 +60,8 @@ def ingest(
         from omnivec.store import Store
 
         s = _settings(config, store, model, pretrained, device, clap_model, text_model, batch_size=batch_size, workers=workers,
-                      task_runner=task_runner, dask_address=dask_address, include=include or None, exclude=exclude or None, include_hidden=include_hidden)
+                      task_runner=task_runner, dask_address=dask_address, include=include or None, exclude=exclude or None, include_hidden=include_hidden,
+                      precision=precision, threads=threads)
         discover([str(p) for p in paths], s.include, s.exclude, s.include_hidden)  # fail fast, exit 2
         Store(s.store, create=True)
         from omnivec.progress import set_reporter
@@ -117,7 +120,8 @@ def search(
     assets: Annotated[bool, typer.Option("--assets", help="return assets (grouped files) by their fused vectors")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print results as a JSON list")] = False,
     store: StoreOpt = None, model: ModelOpt = None, pretrained: PretrainedOpt = None, clap_model: ClapOpt = None,
-    text_model: TextOpt = None, device: DeviceOpt = None, config: ConfigOpt = None,
+    text_model: TextOpt = None, device: DeviceOpt = None, precision: PrecisionOpt = None, threads: ThreadsOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Search the store with a text query, an image or an audio file (no Prefect involved)."""
 
@@ -126,7 +130,8 @@ def search(
 
         if sum(x is not None for x in (query, image, audio)) != 1:
             raise OmnivecError("give one of: a text query, --image FILE, --audio FILE")
-        s = _settings(config, store, model, pretrained, device, clap_model, text_model)
+        s = _settings(config, store, model, pretrained, device, clap_model, text_model, precision=precision,
+                      threads=threads)
         if assets:
             from omnivec.query_assets import search_assets
 

@@ -16,10 +16,12 @@ from flows.cli_common import (
     DaskOpt,
     DeviceOpt,
     ModelOpt,
+    PrecisionOpt,
     PretrainedOpt,
     RunnerOpt,
     StoreOpt,
     TextOpt,
+    ThreadsOpt,
     _Bar,
     _guard,
     _settings,
@@ -150,7 +152,8 @@ def reembed(
     space: Annotated[str, typer.Option("--space", help="the space to re-embed (clip, clap, text...)")],
     model: Annotated[str, typer.Option("--model", help="the new model (what the space's encoder accepts)")],
     pretrained: PretrainedOpt = None,
-    store: StoreOpt = None, device: DeviceOpt = None, config: ConfigOpt = None,
+    store: StoreOpt = None, device: DeviceOpt = None, precision: PrecisionOpt = None, threads: ThreadsOpt = None,
+    config: ConfigOpt = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1)] = None,
     promote: Annotated[bool, typer.Option("--promote", help="make the new space the default of its name once complete")] = False,
     local: Annotated[bool, typer.Option("--local", help="run without Prefect")] = False,
@@ -162,7 +165,7 @@ def reembed(
 
     def body() -> dict[str, Any]:
         s = _settings(config, store, device=device, batch_size=batch_size, workers=workers,
-                      task_runner=task_runner, dask_address=dask_address)
+                      task_runner=task_runner, dask_address=dask_address, precision=precision, threads=threads)
         from omnivec.progress import set_reporter
 
         set_reporter(_Bar())

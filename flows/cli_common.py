@@ -29,6 +29,8 @@ TextOpt = Annotated[str | None, typer.Option("--text-model", help="text space mo
 RunnerOpt = Annotated[str | None, typer.Option("--task-runner", help="where batches run: threads | dask [env OMNIVEC_TASK_RUNNER]")]
 DaskOpt = Annotated[str | None, typer.Option("--dask-address", help="join this Dask scheduler (tcp://host:8786) instead of starting a local cluster [env OMNIVEC_DASK_ADDRESS]")]
 ClapOpt = Annotated[str | None, typer.Option("--clap-model", help="clap space model: Hugging Face id or a save_pretrained folder")]
+PrecisionOpt = Annotated[str | None, typer.Option("--precision", help="fp32 | bf16 | fp16 (GPU autocast) | int8 (CPU, dynamic quantisation); part of a space's identity; default: a stored space's own, fp32 for a new one [env OMNIVEC_PRECISION]")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads [env OMNIVEC_THREADS; default: the usable cores]")]
 
 
 def _settings(config: Path | None, store: str | None = None, model: str | None = None,
