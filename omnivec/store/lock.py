@@ -70,7 +70,8 @@ def writer_lock(store_uri: str, what: str, timeout: float | None = None,
         info = {"what": what, "pid": os.getpid(), "host": socket.gethostname(),
                 "since": datetime.now(UTC).isoformat(timespec="seconds")}
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        with contextlib.suppress(OSError):  # who holds it is only for the message; a full disk must not stop here
+            os.pwrite(fd, json.dumps(info).encode(), 0)
         try:
             yield
         finally:
