@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,20 @@ from pathlib import Path
 from conftest import make_settings, vectors_of
 from omnivec.pipeline.run import ingest
 from omnivec.store import Store
+
+
+def _soak():  # type: ignore[no-untyped-def]
+    """benchmarks/crash_soak.py, for its store checks."""
+    if "crash_soak" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "crash_soak", Path(__file__).resolve().parents[1] / "benchmarks" / "crash_soak.py")
+        assert spec is not None and spec.loader is not None
+        sys.modules["crash_soak"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["crash_soak"])
+    return sys.modules["crash_soak"]
+
+
+soak = _soak()
 
 
 def test_two_ingests_started_together_end_like_one_clean_run(tmp_path, corpus, tiny_clip_dir):
@@ -24,7 +40,11 @@ def test_two_ingests_started_together_end_like_one_clean_run(tmp_path, corpus, t
              for c in cmds]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
-    assert any("waiting for it to finish" in err for _, err in outs)  # one of them waited, and said so
+    # one of them waited, and said on which store, for whom, and that it waits
+    waited = [" ".join(err.split()) for _, err in outs if "waiting for it to finish" in err]
+    assert len(waited) == 1, [o[1] for o in outs]
+    assert re.search(rf"omnivec: store {re.escape(str(store))} is being written by ingest "
+                     r"\(pid \d+ on [^,]+, since [0-9T:+-]+\); waiting for it to finish", waited[0]), waited[0]
     clean = make_settings(tmp_path / "clean", tiny_clip_dir, batch_size=4)
     ingest([str(corpus)], clean)
     got = vectors_of(store, "clip", ["vector_id", "vector"]).to_pylist()
@@ -33,6 +53,12 @@ def test_two_ingests_started_together_end_like_one_clean_run(tmp_path, corpus, t
     assert sorted((r["vector_id"], tuple(r["vector"])) for r in got) == \
         sorted((r["vector_id"], tuple(r["vector"])) for r in want)  # same batches either way: bit for bit
     assert Store(str(store)).count("items") == 24
+    # every table as one clean run left it (items, errors, spaces, assets, full-text index), no duplicate
+    # key in any table at any version, and both runs recorded with their tags on every table
+    assert soak.compare(store, Path(clean.store)) == []
+    assert soak.invariants(store) == []
+    runs = Store(str(store)).read("runs").to_pylist()
+    assert len(runs) == 2 and {r["status"] for r in runs} == {"completed"}
 
 
 def test_lock_is_released_when_a_writer_dies(tmp_path):
