@@ -381,7 +381,7 @@ def read_trace(path: Path) -> Trace:
         elif tag == "P-" and len(parts) >= 3 and parts[2] in tr.phases:
             del tr.phases[len(tr.phases) - 1 - tr.phases[::-1].index(parts[2])]
         elif tag == "B" and len(parts) >= 5:
-            op = Op(int(parts[1]), t, None, parts[3], parts[4], tr.phases[-1] if tr.phases else "-")
+            op = Op(int(parts[1]), t, None, parts[3], parts[4], tr.phases[-1] if tr.phases else "batches")
             tr.ops.append(op)
             by_n[op.n] = op
         elif tag == "E" and int(parts[1]) in by_n:
@@ -404,7 +404,9 @@ def in_flight(tr: Trace, finished: bool) -> tuple[str, str]:
     if tr.started is None:
         return "startup", "starting up (nothing opened yet)"
     op = tr.open_op
-    where = tr.phases[-1] if tr.phases else "-"
+    where = tr.phases[-1] if tr.phases else "batches"  # between the phases: reading and embedding
+    if not tr.phases and tr.ops and tr.ops[-1].kind == "tag":
+        where = "exiting"  # every write done (a flow run takes a while to wind down)
     if op is not None:
         return "mid-write", f"{op.kind} {_short(op.table)} [{op.phase}]"
     if not tr.ops:
@@ -488,10 +490,12 @@ def start_aimed(ws: Workspace, store: Path, trace: Path, aim: str,
 
 
 def run_killed(ws: Workspace, store: Path, trace: Path, rng: random.Random, flow: bool = False,
-               aim: str = "") -> Launch:
+               aim: str = "", scenario: str = "fresh") -> Launch:
     """One ingest killed at a random moment: timed, or aimed at a store write (``aim``: a given one,
-    ``kind:table#k[@after|@during+MS]``)."""
-    ref = ws.ref_flow if flow else ws.ref
+    ``kind:table#k[@after|@during+MS]``). Write numbers are drawn from the clean run of the same
+    scenario, delays from the span of its writes (for the flow: of the clean flow run's)."""
+    ref = ws.ref_by.get(scenario, Trace())
+    span = (ws.ref_flow if flow else ref).work_seconds
     t0 = time.monotonic()
     if aim:
         proc, point = start_aimed(ws, store, trace, aim, flow)
@@ -504,7 +508,7 @@ def run_killed(ws: Workspace, store: Path, trace: Path, rng: random.Random, flow
         point = f"write #{n} {when}" + (f" +{ms:.0f}ms" if when == "during" else "")
         proc = start_child(ws, store, trace, flow, str(n), when, ms)
         return finish_child(proc, trace, t0, point)
-    delay = rng.uniform(0, ref.work_seconds)
+    delay = rng.uniform(0, span)
     proc = start_child(ws, store, trace, flow)
     point = f"t+{delay:.2f}s"
     while proc.poll() is None:  # the clock starts at the run's first store write (start-up time varies a lot)
@@ -819,7 +823,6 @@ class Workspace:
     clap: Path | None
     base: Path  # a store that ingested version 1 of the corpus
     clean: dict[str, Path] = field(default_factory=dict)  # scenario -> reference store
-    ref: Trace = field(default_factory=Trace)  # the clean run's trace (fresh scenario)
     ref_by: dict[str, Trace] = field(default_factory=dict)
     ref_flow: Trace = field(default_factory=Trace)
     batch_size: int = 1
@@ -859,7 +862,6 @@ def prepare(root: Path, notes: int = 60, batch_size: int = 1, flush_rows: int = 
         ws.ref_by[scenario] = done.trace
         log(f"  {len(done.trace.ops)} store writes, {done.trace.work_seconds:.1f} s of work "
             f"({done.seconds:.1f} s with start-up)")
-    ws.ref = ws.ref_by["fresh"]
     if flow:
         store, trace = root / "clean-flow", root / "clean-flow.trace"
         log("clean run through the Prefect flow (measures its work) ...")
@@ -916,24 +918,20 @@ def run_trial(ws: Workspace, number: int, rng: random.Random, kills: int, flow: 
     start_store(ws, scenario, store)
     trial = Trial(number, "flow" if flow else "local", scenario, [])
     trace = ws.root / "trials" / f"t{number:03d}.trace"
-    saved, ws.ref = ws.ref, ws.ref_by[scenario]
-    try:
-        for k in range(len(aims) if aims else kills):
-            launch = run_killed(ws, store, trace, rng, flow, aims[k] if aims else "")
-            trial.kills.append(launch)
-            if launch.category in ("failed", "hung"):
-                trial.problems.append(f"a run after a kill {launch.what}: {launch.stderr.strip()[-300:]}")
-                return trial
-            if launch.category == "finished":
-                break
-        final = finish_child(start_child(ws, store, trace), trace, time.monotonic(), "")
-        trial.final = final
-        if final.rc != 0:
-            trial.problems.append(f"the run after the kills failed (exit {final.rc}): {final.stderr.strip()[-400:]}")
+    for k in range(len(aims) if aims else kills):
+        launch = run_killed(ws, store, trace, rng, flow, aims[k] if aims else "", scenario)
+        trial.kills.append(launch)
+        if launch.category in ("failed", "hung"):
+            trial.problems.append(f"a run after a kill {launch.what}: {launch.stderr.strip()[-300:]}")
             return trial
-        trial.problems += check(ws, store, ws.clean[scenario])
-    finally:
-        ws.ref = saved
+        if launch.category == "finished":
+            break
+    final = finish_child(start_child(ws, store, trace), trace, time.monotonic(), "")
+    trial.final = final
+    if final.rc != 0:
+        trial.problems.append(f"the run after the kills failed (exit {final.rc}): {final.stderr.strip()[-400:]}")
+        return trial
+    trial.problems += check(ws, store, ws.clean[scenario])
     return trial
 
 
