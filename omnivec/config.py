@@ -107,7 +107,8 @@ class Settings(BaseModel):
                                   "none: a new space is fp32, a stored space keeps its own")
     threads: int | None = Field(
         default=None, ge=1, description="torch CPU threads of this process; none: the usable cores "
-                                        "(os.sched_getaffinity), or OMP_NUM_THREADS when that is set")
+                                        "(os.sched_getaffinity) with the model on the CPU, 1 with it on a GPU, "
+                                        "or OMP_NUM_THREADS when that is set")
 
     @model_validator(mode="after")
     def _space_runtime(self) -> Settings:

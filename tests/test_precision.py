@@ -121,7 +121,8 @@ def test_threads_setting(tiny_clip_dir, monkeypatch):
     encoder(tiny_clip_dir, threads=1)
     assert torch.get_num_threads() == 1
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert torch_threads(None) == usable_cores() >= 1
+    assert torch_threads(None) == usable_cores() >= 1  # the model on the CPU: every usable core
+    assert torch_threads(None, "cuda") == 1  # on a GPU: one per preprocessing thread, like DataLoader workers
     assert torch_threads(3) == 3
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a local Dask worker's share: torch already follows it
     assert torch_threads(None) is None

@@ -62,14 +62,15 @@ def load_encoder(settings: SpaceSettings, device: str = "auto") -> Encoder:
     """Load (once per process) the encoder a space's settings describe (its precision included), and set
     torch's CPU threads from the settings' ``threads``."""
     key = (settings.model_dump_json(exclude={"enabled", "batch_size"}), device)
-    apply_threads(settings._threads)
     with _LOAD_LOCK:
         if key not in _LOADED:
             cls = encoder_class(settings.encoder)
             _LOADED[key] = cls(settings, resolve_device(device))
             global _LOADS
             _LOADS += 1
-        return _LOADED[key]
+        enc = _LOADED[key]
+    apply_threads(settings._threads, enc.device)
+    return enc
 
 
 def load_count() -> int:

@@ -67,20 +67,23 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def torch_threads(requested: int | None) -> int | None:
-    """The torch CPU thread count for ``threads``: the setting when given; else the usable cores, unless
-    OMP_NUM_THREADS is set (then torch already follows it: local Dask workers get a share each)."""
+def torch_threads(requested: int | None, device: str = "cpu") -> int | None:
+    """The torch CPU thread count for ``threads``: the setting when given. Else, with the model on the
+    CPU, the usable cores (forwards run one at a time, each on every core); with it on a GPU, 1: the CPU
+    then only preprocesses, one item per thread on ``workers`` threads at once (as a DataLoader worker
+    does), and more threads per op would oversubscribe the cores. Unset and OMP_NUM_THREADS set: None,
+    torch already follows it (local Dask workers get a share of the cores each)."""
     if requested:
         return requested
     if os.environ.get("OMP_NUM_THREADS", "").strip():
         return None
-    return usable_cores()
+    return usable_cores() if device.split(":")[0] == "cpu" else 1
 
 
-def apply_threads(requested: int | None) -> None:
+def apply_threads(requested: int | None, device: str = "cpu") -> None:
     import torch
 
-    n = torch_threads(requested)
+    n = torch_threads(requested, device)
     if n is not None and torch.get_num_threads() != n:
         torch.set_num_threads(n)
 
