@@ -20,7 +20,7 @@ import pytest
 from conftest import make_settings
 from omnivec.pipeline.run import ingest
 from omnivec.store import Store
-from omnivec.store.schema import ITEMS, RUNS
+from omnivec.store.schema import ITEMS, RUNS, asset_vectors_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,13 +83,19 @@ def test_a_table_whose_creation_was_killed_is_created_by_the_next_run(tmp_path, 
 
 
 def test_a_table_left_without_its_key_gets_it_back(tmp_path):
-    """Creating a table and declaring its key are two commits; a kill between them is repaired."""
+    """Creating a table and declaring its key are two commits; a kill between them (the soak's
+    "create assets_clip" kill found it) is repaired by the next write to the table."""
     store = Store(tmp_path / "store", create=True)
     store.db.create_table("items", schema=ITEMS)
     row = pa.Table.from_pylist([{"item_id": "ab" * 8, "uri": "/x", "modality": "text"}], schema=ITEMS)
     store.upsert("items", row)
-    meta = store.table("items").schema.field("item_id").metadata or {}
-    assert any(b"unenforced-primary-key" in k for k in meta)
+    assets = asset_vectors_schema(4)
+    store.db.create_table("assets_clip_0123456789ab", schema=assets)  # a table outside the fixed schemas
+    store.upsert("assets_clip_0123456789ab", pa.Table.from_pylist(
+        [{"asset_id": "cd" * 8, "key": "/x", "vector": [0.5] * 4}], schema=assets), key="asset_id")
+    for name, key in (("items", "item_id"), ("assets_clip_0123456789ab", "asset_id")):
+        meta = store.table(name).schema.field(key).metadata or {}
+        assert any(b"unenforced-primary-key" in k for k in meta), name
 
 
 def test_a_run_killed_while_tagging_gets_its_tags(tmp_path, tiny_clip_dir, monkeypatch):

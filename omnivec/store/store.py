@@ -260,6 +260,7 @@ class Store:
         tbl = self.ensure(name) if name in SCHEMAS else self.table(name)
         if tbl is None:
             raise StoreError(f"table {name} does not exist in {self.uri}")
+        self._ensure_key(tbl, key or KEYS.get(name, "vector_id"))
         with self.writing(name):
             if rows.num_rows == 0:
                 tbl.delete(replace_where)
