@@ -61,7 +61,8 @@ def encoder_class(name: str) -> type[Encoder]:
 def load_encoder(settings: SpaceSettings, device: str = "auto") -> Encoder:
     """Load (once per process) the encoder a space's settings describe (its precision included), and set
     torch's CPU threads from the settings' ``threads``."""
-    key = (settings.model_dump_json(exclude={"enabled", "batch_size"}), device)
+    same = settings.model_copy(update={"precision": settings.precision or "fp32"})  # unset is fp32
+    key = (same.model_dump_json(exclude={"enabled", "batch_size"}), device)
     with _LOAD_LOCK:
         if key not in _LOADED:
             cls = encoder_class(settings.encoder)
