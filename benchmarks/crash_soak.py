@@ -5,9 +5,10 @@ would have produced, with nothing lost, duplicated or corrupted.
 
 Each trial copies a starting store (empty, or a store that already ingested an earlier version of the
 corpus, so that the run also deletes, changes, fixes and breaks files), starts ``omnivec ingest`` in a
-subprocess (the CLI with ``--local``; with ``--flow-trials`` some trials go through the Prefect flow)
-and SIGKILLs its whole process group, 1 to ``--kills`` times, then runs the ingest to completion and
-compares the store with a reference store that a clean run of the same corpus produced:
+subprocess (the CLI with ``--local``; in the first ``--flow-trials`` trials, the Prefect flow on a
+temporary server) and SIGKILLs its whole process group, 1 to ``--kills`` times, then runs the ingest to
+completion (CLI, ``--local``) and compares the store with a reference store that a clean run of the
+same corpus produced:
 
 * the same items (uri, modality, content_hash, size, mtime, status), errors (error_id, stage, class,
   message, attempts), spaces, assets and asset vectors;
@@ -28,8 +29,9 @@ is this script in ``child`` mode: it traces every store write and phase to a fil
 flight when it died), then runs the CLI. ``--flush-rows`` makes the committer flush small groups of
 rows, so a run makes many commits. The drift canary (read-only) is off unless ``--canary``.
 
-    .venv/bin/python benchmarks/crash_soak.py                    # 20 trials, CLI --local
-    .venv/bin/python benchmarks/crash_soak.py --trials 40 --kills 3 --flow-trials 2 --seed 7
+    .venv/bin/python benchmarks/crash_soak.py                    # 20 trials (2 through the flow), ~20 min
+    .venv/bin/python benchmarks/crash_soak.py --trials 40 --flow-trials 0 --seed 7
+    .venv/bin/python benchmarks/crash_soak.py --trials 1 --aim 'merge:items#1@during+0'
 
 Prints a table of kills and trials and a summary line; exits 1 on any mismatch.
 """
@@ -973,9 +975,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=20)
-    ap.add_argument("--kills", type=int, default=2, help="most kills per trial (each trial draws 1..K)")
-    ap.add_argument("--flow-trials", type=int, default=0,
-                    help="trials whose killed runs go through the Prefect flow (a temporary server each: slow)")
+    ap.add_argument("--kills", type=int, default=3, help="most kills per trial (each trial draws 1..K)")
+    ap.add_argument("--flow-trials", type=int, default=2,
+                    help="of the trials, how many kill runs of the Prefect flow (a temporary server each: slow)")
     ap.add_argument("--notes", type=int, default=60, help="short text files in the corpus (more: longer runs)")
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--flush-rows", type=int, default=48, help="rows buffered per commit in the killed runs")
