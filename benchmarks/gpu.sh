@@ -87,13 +87,19 @@ if [[ "$MODE" == gpu ]]; then
     SYS_PY="${PYTHON:-python3}"
     "$SYS_PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
         || die "$SYS_PY is $("$SYS_PY" --version 2>&1); omnivec needs Python >= 3.11 (set PYTHON=/path/to/python3.11+)"
+    "$SYS_PY" -c 'import ensurepip, venv' 2>/dev/null \
+        || die "$SYS_PY cannot create virtual environments (on Debian/Ubuntu: apt-get install python3-venv)"
     PY="$VENV/bin/python"
     if [[ "$REUSE" == 1 && -x "$PY" ]] && "$PY" -c 'import omnivec, torch; assert torch.cuda.is_available()' 2>/dev/null; then
         echo "== reusing $VENV"
     else
         echo "== fresh virtual environment in $VENV"
-        rm -rf "$VENV"
+        if [[ -e "$VENV" ]]; then
+            [[ -f "$VENV/.omnivec-gpu-bench" ]] || die "$VENV exists and was not made by gpu.sh: pick another --venv"
+            rm -rf "$VENV"
+        fi
         "$SYS_PY" -m venv "$VENV"
+        touch "$VENV/.omnivec-gpu-bench"
         "$PY" -m pip install --quiet --upgrade pip
         echo "== pip install -c constraints.txt -e . (torch CUDA build from PyPI; a few minutes)"
         "$PY" -m pip install --quiet -c constraints.txt -e .

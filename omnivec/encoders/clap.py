@@ -121,20 +121,23 @@ class ClapEncoder(Encoder):
             return [Segment(c.text, c.start, c.end) for c in chunks]
         raise ValueError(f"CLAP does not embed {modality}")
 
-    def _collate(self, modality: str, payloads: Sequence[Any]) -> TensorBatch:
-        """Audio: the feature extractor's mel features (the CPU-heavy part); text: padded token ids."""
-        if modality == "audio":
-            feats = self.processor.feature_extractor(
-                [np.asarray(p, dtype=np.float32) for p in payloads], sampling_rate=self.sample_rate,
-                return_tensors="pt")
-        else:
-            feats = self.processor.tokenizer(list(payloads), padding=True, return_tensors="pt")
+    def _collate(self, modality: str, payloads: Sequence[Any]) -> TensorBatch | list[Any]:
+        """Audio: the feature extractor's mel features (the CPU-heavy part), page-locked for a CUDA device.
+        Text stays a list: it is tokenised under the forward lock (the tokenizer is not thread-safe)."""
+        if modality != "audio":
+            return list(payloads)
+        feats = self.processor.feature_extractor(
+            [np.asarray(p, dtype=np.float32) for p in payloads], sampling_rate=self.sample_rate, return_tensors="pt")
         return TensorBatch({k: pin(v, self.device) for k, v in feats.items()})
 
     def _forward(self, modality: str, payloads: Any) -> np.ndarray:
         import torch
 
-        batch = payloads if isinstance(payloads, TensorBatch) else self._collate(modality, payloads)
+        if modality == "audio":
+            batch = payloads if isinstance(payloads, TensorBatch) else self._collate(modality, payloads)
+            assert isinstance(batch, TensorBatch)
+        else:
+            batch = TensorBatch(dict(self.processor.tokenizer(list(payloads), padding=True, return_tensors="pt")))
         with torch.inference_mode(), self.autocast():
             inputs = batch.to(self.device)
             out = (self.model.get_audio_features(**inputs) if modality == "audio"

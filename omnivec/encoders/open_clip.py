@@ -198,20 +198,23 @@ class OpenClipEncoder(Encoder):
         raise ValueError(f"open_clip does not embed {modality}")
 
     def _collate(self, modality: str, payloads: Sequence[Any]) -> Any:
-        """Images: one stacked tensor (page-locked for a CUDA device); text: the token ids."""
+        """Images: one stacked tensor, page-locked for a CUDA device. Text stays a list: it is tokenised
+        under the forward lock (a Hugging Face tokenizer must not be used by two threads at once)."""
         import torch
 
-        if modality == "image":
-            first = payloads[0]
-            out = torch.empty((len(payloads), *first.shape), dtype=first.dtype,
-                              pin_memory=self.device.startswith("cuda"))
-            return torch.stack(list(payloads), out=out)
-        return pin(self.tokenizer(list(payloads)), self.device)
+        if modality != "image":
+            return list(payloads)
+        first = payloads[0]
+        out = torch.empty((len(payloads), *first.shape), dtype=first.dtype, pin_memory=self.device.startswith("cuda"))
+        return torch.stack(list(payloads), out=out)
 
     def _forward(self, modality: str, payloads: Any) -> np.ndarray:
         import torch
 
-        batch = payloads if isinstance(payloads, torch.Tensor) else self._collate(modality, payloads)
+        if modality == "image":
+            batch = payloads if isinstance(payloads, torch.Tensor) else self._collate(modality, payloads)
+        else:
+            batch = pin(self.tokenizer(list(payloads)), self.device)
         with torch.inference_mode(), self.autocast():
             x = batch.to(self.device, non_blocking=True)
             out = self.model.encode_image(x) if modality == "image" else self.model.encode_text(x)
