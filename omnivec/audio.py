@@ -20,10 +20,13 @@ from typing import Any
 import numpy as np
 
 from omnivec.errors import DecodeError
-from omnivec.media import sniff
+from omnivec.media import open_regular, sniff
 
 SOUNDFILE_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3"})
 BLOCK_SECONDS = 2.0
+MAX_BLOCK_SAMPLES = 1 << 21  # samples (all channels) decoded at once: 8 MB of float32
+MIN_RATE, MAX_RATE = 1_000, 768_000  # Hz: a header outside this is corrupt, not a recording
+MAX_CHANNELS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,16 +50,29 @@ class Window:
 
 
 def _check_content(path: str) -> None:
+    fd, st = open_regular(path)  # a pipe or a device is refused here, before a decoder can block on it
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(16)
+        head = os.read(fd, 16)
     except OSError as exc:
         raise DecodeError(f"cannot read the file: {exc.strerror or exc}", stage="read") from None
+    finally:
+        os.close(fd)
     if not head:
         raise DecodeError("file is empty (0 bytes)", stage="read")
     kind = sniff(head)
     if kind is not None and not kind.endswith(("audio", "media")) and kind not in ("RIFF data",):
         raise DecodeError(f"content is {kind}, not audio (wrong extension?)")
+
+
+def _checked(info: AudioInfo) -> AudioInfo:
+    """Refuse headers no real recording has: they would turn a small file into days of windows (a 1 Hz
+    rate resampled to 48 kHz) or blocks of gigabytes."""
+    if not MIN_RATE <= info.sample_rate <= MAX_RATE:
+        raise DecodeError(f"sample rate {info.sample_rate:,} Hz is outside the {MIN_RATE:,}-{MAX_RATE:,} Hz "
+                          "omnivec decodes (corrupt header?)")
+    if info.channels > MAX_CHANNELS:
+        raise DecodeError(f"{info.channels:,} channels, over the {MAX_CHANNELS} omnivec decodes (corrupt header?)")
+    return info
 
 
 def probe(path: str) -> AudioInfo:
@@ -70,12 +86,12 @@ def probe(path: str) -> AudioInfo:
         try:
             info = sf.info(path)
             if info.samplerate <= 0 or info.channels <= 0:
-                raise DecodeError(f"invalid header: {info.samplerate} Hz, {info.channels} channels")
-            return AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames), "soundfile")
+                raise DecodeError(f"invalid header: {info.samplerate} Hz, {info.channels} channels (corrupt header?)")
+            return _checked(AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames),
+                                      "soundfile"))
         except (RuntimeError, sf.LibsndfileError) as exc:
-            sf_error = str(exc)
-    info_av = _probe_av(path, sf_error)
-    return info_av
+            sf_error = str(exc).replace(f"Error opening {path!r}: ", "")
+    return _checked(_probe_av(path, sf_error))
 
 
 def _probe_av(path: str, sf_error: str | None) -> AudioInfo:
@@ -92,19 +108,22 @@ def _probe_av(path: str, sf_error: str | None) -> AudioInfo:
             if st.duration is not None and st.time_base is not None and rate:
                 frames = int(round(float(st.duration * st.time_base) * rate))
             if rate <= 0 or channels <= 0:
-                raise DecodeError(f"invalid audio stream: {rate} Hz, {channels} channels")
+                raise DecodeError(f"invalid audio stream: {rate} Hz, {channels} channels "
+                                  "(corrupt or truncated header?)")
             return AudioInfo(path, rate, channels, frames, "pyav")
     except DecodeError:
         raise
     except Exception as exc:  # noqa: BLE001 - any container error means "not decodable"
-        detail = sf_error or f"{type(exc).__name__}: {exc}"
+        av_error = f"{type(exc).__name__}: {exc}".replace(f": {path!r}", "")
+        detail = f"libsndfile: {sf_error}; PyAV: {av_error}" if sf_error else av_error
         raise DecodeError(f"not a decodable audio file (corrupt header or wrong extension?): {detail}") from None
 
 
 def _blocks_soundfile(info: AudioInfo) -> Iterator[np.ndarray]:
     import soundfile as sf
 
-    block = max(1, int(info.sample_rate * BLOCK_SECONDS))
+    # BLOCK_SECONDS of audio, but never more than MAX_BLOCK_SAMPLES samples over all channels
+    block = max(1, min(int(info.sample_rate * BLOCK_SECONDS), MAX_BLOCK_SAMPLES // info.channels))
     try:
         with sf.SoundFile(info.path) as f:
             while True:

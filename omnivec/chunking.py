@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 _WORD = re.compile(r"\S+")
+LONG_WORD_CHARS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,9 +25,12 @@ def _word_spans(text: str, count: Callable[[str], int], max_tokens: int) -> list
     spans: list[tuple[int, int, int]] = []
     # a character is at most 4 UTF-8 bytes and byte-level tokenizers spend at most one token per byte
     piece = max(1, max_tokens // 4)
+    # a word longer than this is cut without being counted whole: BPE tokenizers are quadratic in the
+    # length of a word (a 100 KB word would take minutes), and no real word that long fits anyway
+    long_word = max(LONG_WORD_CHARS, 4 * max_tokens)
     for m in _WORD.finditer(text):
         start, end = m.span()
-        n = count(text[start:end])
+        n = count(text[start:end]) if end - start <= long_word else max_tokens + 1
         if n <= max_tokens:
             spans.append((start, end, n))
             continue

@@ -14,10 +14,13 @@ import os
 from dataclasses import dataclass, field
 
 from omnivec.errors import DecodeError
+from omnivec.media import display_path
 
 MANIFEST_EXTENSIONS = frozenset({".csv", ".jsonl", ".parquet"})
 PATH_PREFIXES = ("image", "audio", "text")
 CAPTION_PREFIX = "caption"
+MAX_MANIFEST_ROWS = 1_000_000  # rows are held in memory while a manifest is read
+MAX_MANIFEST_BYTES = 1 << 30  # file size (CSV, JSONL) or uncompressed data size (Parquet)
 
 
 class NotAManifest(DecodeError):
@@ -39,14 +42,33 @@ def caption_uri(manifest: str, row: int, column: str) -> str:
     return f"{manifest}#row={row}&col={column}"
 
 
+def _too_many_rows(n: int) -> DecodeError:
+    return DecodeError(f"manifest has {n:,} rows or more, over the {MAX_MANIFEST_ROWS:,}-row limit; split it")
+
+
+def _check_size(path: str, size: int, what: str = "") -> None:
+    if size > MAX_MANIFEST_BYTES:
+        raise DecodeError(f"manifest{what} is {size:,} bytes, over the {MAX_MANIFEST_BYTES:,}-byte limit; split it")
+
+
 @functools.lru_cache(maxsize=16)
 def _load(path: str, mtime_ns: int) -> tuple[tuple[str, ...], tuple[dict[str, object], ...]]:
     ext = os.path.splitext(path)[1].lower()
     if ext == ".parquet":
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path)
-        return tuple(table.column_names), tuple(table.to_pylist())
+        # sizes come from the footer, before anything is decompressed: a few kilobytes of Parquet
+        # can declare millions of rows
+        pf = pq.ParquetFile(path)
+        meta = pf.metadata
+        if meta.num_rows > MAX_MANIFEST_ROWS:
+            raise _too_many_rows(meta.num_rows)
+        _check_size(path, sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)),
+                    " data (uncompressed)")
+        names = tuple(pf.schema_arrow.names)
+        wanted = [c for c in names if _is_asset_column(c) or c == "id"]
+        return names, tuple(pf.read(columns=wanted).to_pylist()) if wanted else ()
+    _check_size(path, os.stat(path).st_size)
     if ext == ".jsonl":
         rows = []
         with open(path, encoding="utf-8") as fh:
@@ -56,21 +78,36 @@ def _load(path: str, mtime_ns: int) -> tuple[tuple[str, ...], tuple[dict[str, ob
                     if not isinstance(obj, dict):
                         raise ValueError(f"line {n} is not a JSON object")
                     rows.append(obj)
-        cols: list[str] = []
+                    if len(rows) > MAX_MANIFEST_ROWS:
+                        raise _too_many_rows(len(rows))
+        cols: dict[str, None] = {}
         for r in rows:
-            cols += [c for c in r if c not in cols]
+            cols.update(dict.fromkeys(r))
         return tuple(cols), tuple(rows)
     import csv
 
     with open(path, encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh)
-        return tuple(reader.fieldnames or ()), tuple(dict(r) for r in reader)
+        out = []
+        for r in reader:
+            out.append(dict(r))
+            if len(out) > MAX_MANIFEST_ROWS:
+                raise _too_many_rows(len(out))
+        return tuple(reader.fieldnames or ()), tuple(out)
+
+
+def _is_asset_column(name: str) -> bool:
+    return name.lower().startswith((*PATH_PREFIXES, CAPTION_PREFIX))
 
 
 def read_manifest(path: str) -> list[ManifestRow]:
     """Parse a manifest; raises DecodeError (with the reason) when it cannot be read."""
     try:
         columns, rows = _load(path, os.stat(path).st_mtime_ns)
+    except DecodeError:
+        raise
+    except RecursionError:
+        raise DecodeError("manifest cannot be read: JSON nested too deeply") from None
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise DecodeError(f"manifest cannot be read: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - pyarrow and csv errors vary
@@ -78,12 +115,15 @@ def read_manifest(path: str) -> list[ManifestRow]:
     path_cols = [c for c in columns if c.lower().startswith(PATH_PREFIXES)]
     caption_cols = [c for c in columns if c.lower().startswith(CAPTION_PREFIX)]
     if not path_cols and not caption_cols:
-        raise NotAManifest(f"no image*/audio*/text*/caption* columns (columns: {', '.join(columns)})")
+        shown = ", ".join(display_path(c) for c in columns[:50]) + (", ..." if len(columns) > 50 else "")
+        raise NotAManifest(f"no image*/audio*/text*/caption* columns (columns: {shown})")
     base = os.path.dirname(path)
     out = []
     for n, row in enumerate(rows):
         ident = row.get("id")
-        mr = ManifestRow(key=f"{path}#{ident if ident not in (None, '') else n}")
+        # the asset key is stored: any JSON value becomes text, undecodable characters escapes
+        ident_text = "" if ident is None else display_path(str(ident))
+        mr = ManifestRow(key=f"{path}#{ident_text or n}")
         for col in path_cols:
             value = row.get(col)
             if isinstance(value, str) and value.strip():
@@ -96,14 +136,22 @@ def read_manifest(path: str) -> list[ManifestRow]:
     return out
 
 
+def split_caption_uri(uri: str) -> tuple[str, int, str] | None:
+    """(manifest, row, column) of a caption URI, or None when ``uri`` does not have that shape (the
+    manifest's own path may hold ``#``; the column name may hold ``&``)."""
+    manifest, sep, rest = uri.rpartition("#row=")
+    row, sep2, col = rest.partition("&col=")
+    if not sep or not sep2 or not is_manifest(manifest) or not (row.isascii() and row.isdigit()):
+        return None
+    return manifest, int(row), col
+
+
 def read_caption(uri: str) -> str:
     """The inline text behind a caption URI."""
-    manifest, _, frag = uri.partition("#")
-    parts = dict(p.split("=", 1) for p in frag.split("&") if "=" in p)
-    try:
-        row, col = int(parts["row"]), parts["col"]
-    except (KeyError, ValueError):
-        raise DecodeError(f"not a caption URI: {uri}", stage="read") from None
+    parts = split_caption_uri(uri)
+    if parts is None:
+        raise DecodeError(f"not a caption URI: {uri}", stage="read")
+    manifest, row, col = parts
     rows = read_manifest(manifest)
     if row >= len(rows):
         raise DecodeError(f"manifest row {row} no longer exists", stage="read")

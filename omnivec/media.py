@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import struct
 import warnings
 from dataclasses import dataclass
@@ -63,25 +64,101 @@ class FileBytes:
     mtime_ns: int
 
 
-def read_file(path: str, max_bytes: int) -> FileBytes:
-    """Read a whole file (it is hashed and decoded from memory), refusing empty or huge ones."""
+_SPECIAL_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
+                  (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def special_kind(mode: int) -> str | None:
+    """What a non-regular file is ("a named pipe", "a character device", ...); None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in _SPECIAL_KINDS if test(mode)), "not a regular file")
+
+
+def not_regular(kind: str) -> str:
+    return f"not a regular file ({kind}); omnivec reads regular files only"
+
+
+def storable(text: str) -> bool:
+    """Whether ``text`` can be stored as UTF-8 (no lone surrogates, as undecodable file names have)."""
     try:
-        with open(path, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            if st.st_size > max_bytes:
-                raise DecodeError(
-                    f"file is {st.st_size:,} bytes, over the {max_bytes:,}-byte limit for this modality",
-                    stage="read",
-                )
-            data = fh.read()
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def display_path(text: str) -> str:
+    """``text`` (a path or any string) as valid UTF-8: the bytes of an undecodable file name are shown
+    as ``\\xNN`` escapes, other lone surrogates as ``\\udNNN``."""
+    if storable(text):
+        return text
+    try:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file name can hold (from JSON, say)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def open_regular(path: str) -> tuple[int, os.stat_result]:
+    """Open a regular file for reading without ever blocking on a pipe or a device; returns the
+    descriptor (the caller closes it) and its stat. Raises DecodeError(stage="read") otherwise."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise DecodeError("file vanished before it could be read", stage="read") from None
+    except PermissionError:
+        raise DecodeError("permission denied while reading the file", stage="read") from None
+    except OSError as exc:  # ELOOP, ENXIO (a socket), EACCES on a folder on the way, ...
+        raise DecodeError(f"cannot read the file: {exc.strerror or exc}", stage="read") from None
+    try:
+        st = os.fstat(fd)
+        kind = special_kind(st.st_mode)
+        if kind == "a folder":
+            raise DecodeError("path is now a folder, not a file", stage="read")
+        if kind is not None:
+            raise DecodeError(not_regular(kind), stage="read")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def _read_at_most(fd: int, expected: int, limit: int) -> bytes:
+    """Read to the end, but never more than ``limit + 1`` bytes (a file that grows while it is read
+    cannot take memory with it). The first read asks for the size stat gave, so memory is not
+    reserved for the limit."""
+    parts: list[bytes] = []
+    total, ask = 0, min(expected, limit) + 1
+    while total <= limit:
+        part = os.read(fd, min(ask, limit + 1 - total))
+        if not part:
+            break
+        parts.append(part)
+        total += len(part)
+        ask = 1 << 20
+    return b"".join(parts)
+
+
+def read_file(path: str, max_bytes: int) -> FileBytes:
+    """Read a whole file (it is hashed and decoded from memory), refusing empty or huge ones, and
+    anything that is not a regular file (a pipe would block, /dev/zero would never end)."""
+    fd, st = open_regular(path)
+    try:
+        if st.st_size > max_bytes:
+            raise DecodeError(
+                f"file is {st.st_size:,} bytes, over the {max_bytes:,}-byte limit for this modality",
+                stage="read",
+            )
+        data = _read_at_most(fd, st.st_size, max_bytes)
     except PermissionError:
         raise DecodeError("permission denied while reading the file", stage="read") from None
     except IsADirectoryError:
         raise DecodeError("path is now a folder, not a file", stage="read") from None
     except OSError as exc:
         raise DecodeError(f"cannot read the file: {exc.strerror or exc}", stage="read") from None
+    finally:
+        os.close(fd)
     if len(data) > max_bytes:
         raise DecodeError(f"file grew past the {max_bytes:,}-byte limit while being read", stage="read")
     if not data:
@@ -116,6 +193,15 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _chunk_bomb(exc: BaseException) -> DecodeError | None:
+    """PIL's refusal of a compressed text or colour-profile chunk that inflates too far, if it is one."""
+    msg = str(exc)
+    if "decompressed data too large" in msg.lower() or "too much memory used in text chunks" in msg.lower():
+        return DecodeError(f"refused as a likely decompression bomb: a compressed metadata chunk inflates "
+                           f"past the safe limit ({msg})")
+    return None
+
+
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     """Decode the first frame of an image, apply EXIF orientation, return 8-bit RGB."""
     kind = sniff(data[:16])
@@ -128,7 +214,7 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     except UnidentifiedImageError:
         raise DecodeError("not a recognised image format (corrupt file or wrong extension?)") from None
     except (OSError, ValueError, SyntaxError) as exc:
-        raise DecodeError(f"corrupt image header: {exc}") from None
+        raise _chunk_bomb(exc) or DecodeError(f"corrupt image header: {exc}") from None
     width, height = img.size
     if width * height > max_pixels:
         raise DecodeError(
@@ -144,7 +230,11 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise DecodeError(f"refused as a likely decompression bomb: {exc}") from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as exc:
-        raise DecodeError(f"truncated or corrupt {img.format or 'image'} data: {exc}") from None
+        raise _chunk_bomb(exc) or DecodeError(f"truncated or corrupt {img.format or 'image'} data: {exc}") from None
+
+
+_WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
+              (b"\xfe\xff", "UTF-16"))
 
 
 def decode_text(data: bytes) -> str:
@@ -152,6 +242,9 @@ def decode_text(data: bytes) -> str:
     kind = sniff(data[:16])
     if kind is not None:
         raise DecodeError(f"content is {kind}, not text (wrong extension?)")
+    for mark, encoding in _WIDE_BOMS:
+        if data.startswith(mark):
+            raise DecodeError(f"content is {encoding} text (byte order mark), not UTF-8; convert the file to UTF-8")
     if b"\x00" in data[:65536]:
         raise DecodeError("content is binary (NUL bytes), not text")
     bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0

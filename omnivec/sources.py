@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from omnivec.errors import DecodeError, SourceError
 from omnivec.manifests import NotAManifest, is_manifest, read_manifest
+from omnivec.media import display_path, not_regular, special_kind, storable
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 TEXT_EXTENSIONS = frozenset({".txt", ".md", ".markdown"})
@@ -87,11 +88,23 @@ def _keep(rel: str, include: list[str], exclude: list[str]) -> bool:
     return not include or _matches(rel, include)
 
 
+def not_utf8_name(path: str) -> str:
+    return (f"file name is not valid UTF-8 ({display_path(os.path.basename(path)) or display_path(path)}); "
+            "rename it: omnivec stores names as UTF-8 text")
+
+
 def _stat_file(path: str, modality: str, disc: Discovery) -> None:
+    if not storable(path):
+        disc.problems.append((display_path(path), not_utf8_name(path)))
+        return
     try:
         st = os.stat(path)
-    except OSError as exc:  # dangling symlink, permission, vanished
+    except OSError as exc:  # dangling symlink, link loop, permission, vanished
         disc.problems.append((path, f"cannot stat: {exc.strerror or exc}"))
+        return
+    kind = special_kind(st.st_mode)
+    if kind is not None:  # a pipe would block a reader, /dev/zero would never end
+        disc.problems.append((path, not_regular(kind)))
         return
     disc.files.append(SourceFile(path, modality, st.st_size, st.st_mtime_ns))
 
@@ -99,6 +112,9 @@ def _stat_file(path: str, modality: str, disc: Discovery) -> None:
 def _add_manifest(path: str, disc: Discovery) -> None:
     """Members of every manifest row become items (inline captions too); a missing member file is a
     problem row, and the rest of its asset is kept."""
+    if not storable(path):
+        disc.problems.append((display_path(path), not_utf8_name(path)))
+        return
     try:
         rows = read_manifest(path)
         mtime = os.stat(path).st_mtime_ns
@@ -112,16 +128,25 @@ def _add_manifest(path: str, disc: Discovery) -> None:
         members = []
         for col, member in row.paths:
             modality = modality_for(member)
-            if modality is None:
-                disc.problems.append((member, f"manifest {path} row {n} column {col!r}: unsupported file type"))
-            elif not os.path.isfile(member):
-                disc.problems.append((member, f"listed in manifest {path} row {n} column {col!r}, "
-                                              "but the file does not exist"))
+            where = f"manifest {path} row {n} column {display_path(col)!r}"
+            if not storable(member):
+                disc.problems.append((display_path(member), f"{where}: {not_utf8_name(member)}"))
+            elif modality is None:
+                disc.problems.append((member, f"{where}: unsupported file type"))
+            elif not os.path.exists(member):
+                disc.problems.append((member, f"listed in {where}, but the file does not exist"))
             else:
+                before = len(disc.files)
                 _stat_file(member, modality, disc)
-                members.append(member)
-        for _, uri, text in row.captions:
-            disc.files.append(SourceFile(uri, "text", len(text.encode("utf-8")), mtime))
+                if len(disc.files) > before:
+                    members.append(member)
+        for col, uri, text in row.captions:
+            if not storable(uri):
+                disc.problems.append((display_path(uri), f"manifest {path} row {n}: the column name "
+                                      f"{display_path(col)!r} is not valid UTF-8"))
+                continue
+            # a caption with a lone surrogate is kept: reading it gives an errors row that says so
+            disc.files.append(SourceFile(uri, "text", len(text.encode("utf-8", "surrogatepass")), mtime))
             members.append(uri)
         if members:
             disc.manifest_assets.append((row.key, members))
@@ -129,7 +154,7 @@ def _add_manifest(path: str, disc: Discovery) -> None:
 
 def _walk_dir(root: str, include: list[str], exclude: list[str], hidden: bool, disc: Discovery) -> None:
     def onerror(exc: OSError) -> None:
-        disc.problems.append((str(exc.filename or root), f"cannot list folder: {exc.strerror or exc}"))
+        disc.problems.append((display_path(str(exc.filename or root)), f"cannot list folder: {exc.strerror or exc}"))
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=False):
         rel_dir = os.path.relpath(dirpath, root)
@@ -167,6 +192,8 @@ def discover(
     disc = Discovery()
     for raw in paths:
         path = os.path.abspath(os.fspath(raw))
+        if not storable(path):
+            raise SourceError(f"{display_path(path)}: {not_utf8_name(path)}")
         if os.path.isdir(path):
             disc.roots.append(path)
             _walk_dir(path, include, exclude, include_hidden, disc)
@@ -199,6 +226,11 @@ def discover(
             seen.add(f.uri)
             unique.append(f)
     disc.files = unique
+    # one problem per path (a file walked in a folder can also be listed by a manifest there)
+    problems: dict[str, str] = {}
+    for uri, reason in disc.problems:
+        problems.setdefault(uri, reason)
+    disc.problems = list(problems.items())
     return disc
 
 
