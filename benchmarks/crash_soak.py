@@ -407,14 +407,14 @@ def in_flight(tr: Trace, finished: bool) -> tuple[str, str]:
         return "startup", "starting up (nothing opened yet)"
     op = tr.open_op
     where = tr.phases[-1] if tr.phases else "batches"  # between the phases: reading and embedding
-    if not tr.phases and tr.ops and tr.ops[-1].kind == "tag":
-        where = "exiting"  # every write done (a flow run takes a while to wind down)
     if op is not None:
         return "mid-write", f"{op.kind} {_short(op.table)} [{op.phase}]"
     if not tr.ops:
-        return "no-write", f"{where}: before the first write"
+        return "before-writes", f"{where}: before the first write"
     last = tr.ops[-1]
-    return "between", f"{where}: after {last.kind} {_short(last.table)}"
+    if not tr.phases and last.kind == "tag":  # every write done (a flow run takes a while to wind down)
+        return "after-writes", f"exiting: after tag {_short(last.table)}"
+    return "between-writes", f"{where}: after {last.kind} {_short(last.table)}"
 
 
 @dataclass
@@ -492,10 +492,11 @@ def start_aimed(ws: Workspace, store: Path, trace: Path, aim: str,
 
 
 def run_killed(ws: Workspace, store: Path, trace: Path, rng: random.Random, flow: bool = False,
-               aim: str = "", scenario: str = "fresh") -> Launch:
+               aim: str = "", scenario: str = "fresh", done: int = 0) -> Launch:
     """One ingest killed at a random moment: timed, or aimed at a store write (``aim``: a given one,
     ``kind:table#k[@after|@during+MS]``). Write numbers are drawn from the clean run of the same
-    scenario, delays from the span of its writes (for the flow: of the clean flow run's)."""
+    scenario (less the ``done`` writes of earlier kills on this store, plus the writes every run makes),
+    delays from the span of its writes (for the flow: of the clean flow run's)."""
     ref = ws.ref_by.get(scenario, Trace())
     span = (ws.ref_flow if flow else ref).work_seconds
     t0 = time.monotonic()
@@ -503,7 +504,7 @@ def run_killed(ws: Workspace, store: Path, trace: Path, rng: random.Random, flow
         proc, point = start_aimed(ws, store, trace, aim, flow)
         return finish_child(proc, trace, t0, point)
     if rng.random() < 0.5 and ref.ops:
-        n = rng.randint(1, len(ref.ops))
+        n = rng.randint(1, min(len(ref.ops), max(8, len(ref.ops) - done + 12)))
         when = rng.choice(("during", "during", "after"))
         op = ref.ops[n - 1]
         ms = rng.uniform(0, max(1.0, 1000 * ((op.end or op.begin) - op.begin))) if when == "during" else 0.0
@@ -921,7 +922,8 @@ def run_trial(ws: Workspace, number: int, rng: random.Random, kills: int, flow: 
     trial = Trial(number, "flow" if flow else "local", scenario, [])
     trace = ws.root / "trials" / f"t{number:03d}.trace"
     for k in range(len(aims) if aims else kills):
-        launch = run_killed(ws, store, trace, rng, flow, aims[k] if aims else "", scenario)
+        done = sum(len([o for o in x.trace.ops if o.end is not None]) for x in trial.kills)
+        launch = run_killed(ws, store, trace, rng, flow, aims[k] if aims else "", scenario, done)
         trial.kills.append(launch)
         if launch.category in ("failed", "hung"):
             trial.problems.append(f"a run after a kill {launch.what}: {launch.stderr.strip()[-300:]}")
