@@ -12,7 +12,9 @@ look-up of the space and its table (query encoding is excluded). Tables of ``--s
 exactly (no index). The ``--ann-size`` table gets the index ``omnivec.maintenance`` creates
 (``maintain_table``, IVF_HNSW_SQ cosine); its results are scored against exact top-10 lists from the
 same LanceDB query with ``bypass_vector_index()`` on the same table (recall@10), and the query-time
-settings (ef, refine_factor, nprobes) are swept.
+settings (``AnnParams``: ef, refine_factor, nprobes) are swept beside ``ANN_DEFAULTS``, the settings
+search_vector uses when given none. The settings take turns query by query, so load changes on a
+shared machine hit them alike.
 
     .venv/bin/python benchmarks/query_latency.py                       # 10k + 100k exact, 1M ANN
     .venv/bin/python benchmarks/query_latency.py --quick               # small smoke run
@@ -251,6 +253,18 @@ def via_search_vector(store: Any, ann: Any = None) -> Callable[[np.ndarray], lis
     return fn
 
 
+def index_details(store: Any, name: str) -> str:
+    tbl = store.table(name)
+    idx = next(i for i in tbl.list_indices() if i.columns == ["vector"])
+    st = tbl.to_lance().stats.index_stats(idx.name)
+    ix = st["indices"][0]
+    sub = ix.get("sub_index", {})
+    params = sub.get("params", {})
+    return (f"{st['index_type']} {ix.get('metric_type')}, {ix.get('num_partitions')} IVF partition(s), HNSW m="
+            f"{params.get('m')} ef_construction={params.get('ef_construction')}, SQ {sub.get('num_bits')} bits, "
+            f"{st['num_indexed_rows']:,} rows indexed, {st['num_unindexed_rows']:,} not")
+
+
 def lookup_ms(store: Any, reps: int = 200) -> float:
     """p50 of search_vector's space look-up alone (space_table: the `spaces` rows, then the table)."""
     from omnivec.query import space_table
@@ -329,10 +343,13 @@ def main() -> None:
     if args.ann_size:
         n = args.ann_size
         store, name, ann_info = build(workdir, data, n, indexed=True, t0=t0)
-        print(f"index on {name}: {ann_info['index_stats']}", flush=True)
-        truth, truth_ms = exact_topk(store, name, measured, workdir / f"exact-{name}-q{args.queries}-w{args.warmup}"
-                                     f"-{data.key()}.json", t0)
-        summary.append({"table": f"{n:,} exact", "setting": "LanceDB query, bypass_vector_index",
+        ann_info["index"] = index_details(store, name)
+        print(f"index on {name}: {ann_info['index']}", flush=True)
+        cache = workdir / f"exact-{name}-q{args.queries}-w{args.warmup}-{data.key()}.json"
+        truth_cached = cache.exists()
+        truth, truth_ms = exact_topk(store, name, measured, cache, t0)
+        cached = " (cached run)" if truth_cached else ""
+        summary.append({"table": f"{n:,} exact", "setting": f"bypass_vector_index{cached}",
                         "p50_ms": pct(truth_ms, 50), "p95_ms": pct(truth_ms, 95), "lookup_ms": None,
                         "recall": None, "rows": n})
         look = lookup_ms(store)
@@ -351,9 +368,14 @@ def main() -> None:
     load_end = load_note()
     print(f"\n{data.describe()}")
     print(f"{args.queries} timed queries per row after {args.warmup} warm-up, k={K}; latency = wall time of one "
-          "call, encoding excluded; 'look-up' = p50 of search_vector's space look-up alone (part of p50)")
+          "search_vector call (query vector given, encoding excluded); 'look-up' = p50 of its space look-up "
+          "alone (space_table), part of p50")
+    if args.ann_size:
+        print(f"{args.ann_size:,} exact: the LanceDB query search_vector issues, with bypass_vector_index(), timed "
+              "while computing the exact top-10 lists" + (" (in the earlier run that cached them)"
+                                                           if truth_cached else ""))
     if ann_info:
-        print(f"ANN table: index by omnivec.maintenance.maintain_table {ann_info['index_stats']}, built in "
+        print(f"ANN table: index by omnivec.maintenance.maintain_table ({ann_info['index']}), built in "
               f"{ann_info['maintain_s']:.0f} s (rows written in {ann_info['write_s']:.0f} s); recall@10 against "
               "the exact top-10 of the same table (bypass_vector_index)")
     if sweep:
