@@ -356,8 +356,10 @@ class Trace:
 
     @property
     def work_seconds(self) -> float:
-        """From the first store write to the last event: the window timed kills are drawn from."""
-        return self.last - (self.first_write or self.started or 0.0)
+        """From the first store write to the end of the last: the window timed kills are drawn from."""
+        if not self.ops:
+            return self.last - (self.started or 0.0)
+        return max(o.end or o.begin for o in self.ops) - self.ops[0].begin
 
 
 def read_trace(path: Path) -> Trace:
@@ -863,7 +865,7 @@ def prepare(root: Path, notes: int = 60, batch_size: int = 1, flush_rows: int = 
             raise RuntimeError(f"the clean {scenario} run failed: {done.stderr}")
         ws.clean[scenario] = store
         ws.ref_by[scenario] = done.trace
-        log(f"  {len(done.trace.ops)} store writes, {done.trace.work_seconds:.1f} s of work "
+        log(f"  {len(done.trace.ops)} store writes over {done.trace.work_seconds:.1f} s "
             f"({done.seconds:.1f} s with start-up)")
     if flow:
         store, trace = root / "clean-flow", root / "clean-flow.trace"
