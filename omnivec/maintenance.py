@@ -83,4 +83,8 @@ def maintain(uri: str, retention_days: float = DEFAULT_RETENTION_DAYS,
     with writer_lock(Store(uri).uri, "maintain", on_wait=logging.getLogger("omnivec").warning):
         store = Store(uri)
         retention = timedelta(days=retention_days)
-        return [maintain_table(store, name, retention, index_threshold) for name in store.table_names()]
+        out = []
+        for name in store.table_names():
+            with store.writing(name, f"upkeep of table {name}"):  # a full disk: one clear error, no traceback
+                out.append(maintain_table(store, name, retention, index_threshold))
+        return out

@@ -78,3 +78,24 @@ def test_maintain_flow_publishes_before_after(prefect_harness, settings, corpus)
     with get_client(sync_client=True) as client:
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["maintain-tables"])))
     assert arts and "versions_before" in str(arts[0].data)
+
+
+def test_maintain_on_a_full_disk_is_one_clear_error(settings, corpus, monkeypatch):
+    """Simulated: compaction raises LanceDB's ENOSPC error; the store keeps its versions."""
+    import errno
+
+    import omnivec.maintenance as m
+    from omnivec.errors import StoreError
+
+    ingest([str(corpus)], settings)
+    before = {n: Store(settings.store).table(n).version for n in Store(settings.store).table_names()}
+
+    def full(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(m, "maintain_table", full)
+    with pytest.raises(StoreError) as exc:
+        maintain(settings.store)
+    assert "no space left" in str(exc.value).lower() and settings.store in str(exc.value)
+    after = Store(settings.store)
+    assert {n: after.table(n).version for n in after.table_names()} == before
