@@ -3,24 +3,41 @@
 Scanning a table without a vector index through LanceDB reads every vector from disk on every
 query (about 0.5 s at 100k x 512 on a small machine). A long-lived process (``omnivec api``) keeps
 the matrix of each table it searches instead, keyed by the table's version so a new ingest is seen
-by the next query, and answers with one matrix-vector product (~10 ms at 100k x 512). Only the
-matching rows' display columns are read from the table. The results are the same top-k as the
-scan (same cosine; ties broken by row order).
+by the next query, and answers with a matrix-vector product. Only the matching rows' display
+columns are read from the table. The results are the same top-k as the scan (same cosine; ties
+broken by row order).
+
+At 100k x 512 the float32 product reads 205 MB per query and is bound by memory bandwidth. Where
+the CPU multiplies bfloat16 faster (AVX512-BF16 / AMX; measured when the matrix is loaded), a
+bfloat16 copy is scanned first and only the rows that can still be in the top-k are scored again
+in float32. That stays exact: bfloat16 rounding moves a score by at most ``delta`` (a bound from
+the rounding of both operands, the float32 accumulation and the rounded output), so every row of
+the true top-k (and every row tied with its last) scores at least ``(k-th best approximate) -
+2 * delta`` approximately, and those rows are re-scored exactly. The bound is checked against the
+float32 scores of a probe query when the matrix is loaded; a CPU that breaks it keeps float32 only.
 
 Bounded: ``OMNIVEC_EXACT_CACHE_MB`` (default 1024; 0 turns it off) caps the bytes held; a table
-larger than the cap is scanned by LanceDB as before. Searches with SQL filters, ``as_of`` or an
-ANN index do not use it.
+larger than the cap is scanned by LanceDB as before. ``OMNIVEC_EXACT_FIRST_PASS`` is ``auto``
+(default: bfloat16 first when measured faster), ``bf16`` (always, where it passes the check) or
+``off``. Searches with SQL filters, ``as_of`` or an ANN index do not use this module.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from omnivec.store.datasets import dataset
+
+BF16_UNIT = 2.0**-8  # unit roundoff of bfloat16 (8 significant bits, round to nearest)
+FP32_UNIT = 2.0**-24
+SPEEDUP_NEEDED = 0.8  # the bfloat16 pass must take at most this share of the float32 one
 
 
 def cache_bytes() -> int:
@@ -30,36 +47,143 @@ def cache_bytes() -> int:
         return 1024 * 1024 * 1024
 
 
+def first_pass_mode() -> str:
+    mode = os.environ.get("OMNIVEC_EXACT_FIRST_PASS", "auto").strip().lower()
+    return mode if mode in ("auto", "bf16", "off") else "auto"
+
+
+def error_bound(dim: int, norm_product: float) -> float:
+    """Largest |bf16 score - exact score| for rows and query whose norms multiply to ``norm_product``:
+    both operands rounded (2u + u^2 relative per product), float32 accumulation over ``dim`` terms,
+    and the bfloat16 rounding of the result (u of its magnitude); doubled float32 terms for safety."""
+    u = BF16_UNIT
+    inputs = 2 * u + u * u
+    accumulate = 2 * dim * FP32_UNIT * (1 + inputs)
+    return float(norm_product * ((inputs + accumulate) * (1 + u) + u))
+
+
 @dataclass(slots=True)
 class Matrix:
     dataset: Any  # the Lance dataset at the cached version (row positions refer to it)
-    vectors: np.ndarray  # (rows, dim) float32, L2-normalised
+    vectors: np.ndarray  # (rows, dim) float32
     segment: np.ndarray  # (rows,) int
     modality: np.ndarray  # (rows,) object
+    low: Any = None  # (rows, dim) torch bfloat16 copy for the first pass, or None
+    max_norm: float = 1.0  # largest row norm (the vectors are L2-normalised: about 1)
+    first_pass: str = "float32"  # what :meth:`top` scans first, for reports
+    _rows: dict[str | None, np.ndarray | None] = field(default_factory=dict)
 
     @property
     def nbytes(self) -> int:
-        return int(self.vectors.nbytes + self.segment.nbytes + 8 * len(self.modality))
+        low = int(self.low.numel() * 2) if self.low is not None else 0
+        return int(self.vectors.nbytes + self.segment.nbytes + 8 * len(self.modality)) + low
+
+    def rows(self, modality: str | None) -> np.ndarray | None:
+        """Row positions a search may return (segment >= 0, of ``modality`` if given); None: all."""
+        if modality not in self._rows:
+            keep = self.segment >= 0
+            if modality is not None:
+                keep &= self.modality == modality
+            self._rows[modality] = None if bool(keep.all()) else np.flatnonzero(keep)
+        return self._rows[modality]
+
+    def approximate(self, query: np.ndarray) -> np.ndarray:
+        import torch
+
+        q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).to(torch.bfloat16)
+        return torch.mv(self.low, q).float().numpy()
+
+    def exact(self, query: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """float32 cosines of ``rows`` (all rows when None). torch, like the first pass: numpy's BLAS
+        and torch's OpenMP threads spinning after each other's calls slow both down."""
+        import torch
+
+        m = self.vectors if rows is None else self.vectors[rows]
+        return torch.mv(torch.from_numpy(m), torch.from_numpy(query)).numpy()
+
+    def best(self, query: np.ndarray, n: int, modality: str | None) -> tuple[np.ndarray, np.ndarray]:
+        """(row positions, float32 cosines) of the ``n`` best rows, best first, ties by row order."""
+        q = np.ascontiguousarray(query, dtype=np.float32)
+        rows = self.rows(modality)
+        count = len(self.vectors) if rows is None else len(rows)
+        n = min(n, count)
+        if n <= 0:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+        if self.low is not None and n * 8 < count:
+            approx = self.approximate(q)
+            sub = approx if rows is None else approx[rows]
+            kth = np.partition(sub, count - n)[count - n]
+            margin = 2 * error_bound(q.shape[0], self.max_norm * float(np.linalg.norm(q)))
+            near = np.flatnonzero(sub >= kth - margin)
+            if len(near) <= max(64 * n, count // 16):  # else the float32 pass below is cheaper
+                cand = near if rows is None else rows[near]
+                return _pick(cand, self.exact(q, cand), n)
+        scores = self.exact(q)
+        if rows is None:
+            return _pick(np.arange(count), scores, n)
+        return _pick(rows, scores[rows], n)
 
     def top(self, query: np.ndarray, n: int, modality: str | None, columns: list[str]) -> list[dict[str, Any]]:
         """The ``n`` best rows (segment >= 0, of ``modality`` if given), best first, with ``_distance``."""
-        scores = self.vectors @ query.astype(np.float32)
-        keep = self.segment >= 0
-        if modality is not None:
-            keep &= self.modality == modality
-        candidates = np.flatnonzero(keep)
-        if not len(candidates):
+        chosen, scores = self.best(query, n, modality)
+        if not len(chosen):
             return []
-        n = min(n, len(candidates))
-        sub = scores[candidates]
-        part = np.argpartition(-sub, n - 1)[:n] if n < len(sub) else np.arange(len(sub))
-        chosen = candidates[part]
-        order = np.lexsort((chosen, -scores[chosen]))  # best score first, then row order
-        chosen = chosen[order]
         rows = self.dataset.take(chosen.tolist(), columns=columns).to_pylist()
-        for row, i in zip(rows, chosen, strict=True):
-            row["_distance"] = float(1.0 - scores[i])
+        for row, s in zip(rows, scores, strict=True):
+            row["_distance"] = float(1.0 - s)
         return rows
+
+
+def _pick(cand: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` best of ``cand`` by ``scores``: every row tied with the n-th is considered, then
+    rows are ordered by score (best first) and row position."""
+    if n < len(scores):
+        kth = np.partition(scores, len(scores) - n)[len(scores) - n]
+        keep = np.flatnonzero(scores >= kth)
+        cand, scores = cand[keep], scores[keep]
+    order = np.lexsort((cand, -scores))[:n]
+    return cand[order], scores[order]
+
+
+def _with_first_pass(m: Matrix, limit: int) -> Matrix:
+    """Add the bfloat16 copy when it is allowed, fits the cap, keeps the error bound on a probe query
+    and (in ``auto``) multiplies faster than float32 here."""
+    mode = first_pass_mode()
+    rows, dim = m.vectors.shape
+    if mode == "off" or rows < 1024 or m.nbytes + rows * dim * 2 > limit:
+        return m
+    try:
+        import torch
+
+        low = torch.from_numpy(m.vectors).to(torch.bfloat16)
+    except Exception:  # noqa: BLE001 - no bfloat16 on this build: float32 only
+        return m
+    probe = m.vectors[len(m.vectors) // 2].copy()
+    probe /= max(float(np.linalg.norm(probe)), 1e-12)
+    m.max_norm = float(np.sqrt(np.einsum("ij,ij->i", m.vectors, m.vectors).max())) * (1 + 1e-5)
+    trial = Matrix(m.dataset, m.vectors, m.segment, m.modality, low, m.max_norm)
+    worst = float(np.max(np.abs(trial.approximate(probe) - m.exact(probe))))
+    if worst > error_bound(dim, m.max_norm):
+        return m  # this CPU's bfloat16 product is not the one the bound describes
+    if mode == "auto":
+        for _ in range(3):  # warm both kernels (and the threads) before timing
+            trial.approximate(probe)
+            m.exact(probe)
+        t_low = _fastest(lambda: trial.approximate(probe), 7)
+        t_full = _fastest(lambda: m.exact(probe), 7)
+        if t_low > SPEEDUP_NEEDED * t_full:
+            return m
+    m.low, m.first_pass = low, "bfloat16"
+    return m
+
+
+def _fastest(fn: Any, rounds: int) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 class ExactCache:
@@ -73,7 +197,7 @@ class ExactCache:
         limit = cache_bytes()
         if limit <= 0:
             return None
-        ds = tbl.to_lance()
+        ds = dataset(tbl)
         key = (str(ds.uri), int(ds.version))
         with self._lock:
             if key in self._items:
@@ -89,9 +213,13 @@ class ExactCache:
                     return self._items[key]
             t = ds.to_table(columns=["vector", "segment", "modality"])
             flat = t.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False)
-            m = Matrix(ds, np.ascontiguousarray(flat, dtype=np.float32).reshape(t.num_rows, dim),
+            vectors = np.ascontiguousarray(flat, dtype=np.float32).reshape(t.num_rows, dim)
+            if not vectors.flags.writeable:  # torch wraps only writable arrays (it never writes)
+                vectors = vectors.copy()
+            m = Matrix(ds, vectors,
                        np.asarray(t.column("segment").to_numpy(zero_copy_only=False)),
                        np.asarray(t.column("modality").to_pylist(), dtype=object))
+            m = _with_first_pass(m, limit)
             with self._lock:
                 self._loading.pop(key, None)
                 for old in [k for k in self._items if k[0] == key[0]]:
