@@ -78,3 +78,33 @@ def test_lock_is_released_when_a_writer_dies(tmp_path):
     with writer_lock(str(tmp_path), "next", timeout=10, on_wait=waited.append):
         pass
     assert time.monotonic() - t0 < 5 and waited == []  # the kernel dropped the dead writer's lock
+
+
+def test_a_waiter_names_a_holder_that_has_not_written_its_name_yet(tmp_path):
+    """A holder writes who it is just after taking the lock; a waiter arriving in between reads the
+    file again instead of reporting an empty holder."""
+    import fcntl
+    import json
+    import threading
+    import time
+
+    from omnivec.store.lock import lock_path, writer_lock
+
+    fd = os.open(lock_path(str(tmp_path)), os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held, name not written yet
+
+    def name_then_release() -> None:
+        time.sleep(0.3)
+        os.pwrite(fd, json.dumps({"what": "ingest run-7", "pid": 4242, "host": "h", "since": "t"}).encode(), 0)
+        time.sleep(0.5)
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+    holder = threading.Thread(target=name_then_release)
+    holder.start()
+    waited: list[str] = []
+    with writer_lock(str(tmp_path), "next", timeout=10, on_wait=waited.append):
+        pass
+    holder.join()
+    os.close(fd)
+    assert len(waited) == 1 and "ingest run-7 (pid 4242 on h" in waited[0], waited

@@ -26,13 +26,21 @@ from omnivec.errors import StoreError
 LOCK_NAME = ".omnivec-writer.lock"
 
 
-def _holder(fd: int) -> str:
-    try:
-        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
-        who = info.get("what", "a writer")
-        return f"{who} (pid {info.get('pid')} on {info.get('host')}, since {info.get('since')})"
-    except (OSError, ValueError):
+def _holder(fd: int, patience: float = 1.0) -> str:
+    """Who holds the lock, from what the holder wrote into the file. A holder writes it just after
+    taking the lock, so an empty file is read again for up to ``patience`` seconds."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        except (OSError, ValueError):
+            info = {}
+        if info.get("pid") or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    if not info.get("pid"):
         return "another writer"
+    return f"{info.get('what', 'a writer')} (pid {info['pid']} on {info.get('host')}, since {info.get('since')})"
 
 
 def lock_path(store_uri: str) -> str:
