@@ -177,3 +177,15 @@ def test_a_cache_too_small_for_both_copies_keeps_float32(filled, monkeypatch):
     _near_ties(store, table, 5000, seed=3)
     monkeypatch.setenv("OMNIVEC_EXACT_CACHE_MB", str(5000 * 33 * 4 * 1.2 / 2**20))  # float32 fits, not + bf16
     assert _matrix(store, table, monkeypatch, "bf16").first_pass == "float32"
+
+
+def test_auto_uses_bfloat16_only_on_a_cpu_with_bfloat16_arithmetic(filled, monkeypatch):
+    import omnivec.exact as exact
+
+    store, table = filled
+    _near_ties(store, table, 5000, seed=3)
+    monkeypatch.setattr(exact, "bf16_hardware", lambda: False)
+    assert _matrix(store, table, monkeypatch, "auto").first_pass == "float32"
+    monkeypatch.setattr(exact, "bf16_hardware", lambda: True)
+    assert _matrix(store, table, monkeypatch, "auto").first_pass == "bfloat16"
+    assert _matrix(store, table, monkeypatch, "off").first_pass == "float32"
