@@ -101,6 +101,8 @@ def _print_report(report: Any) -> None:
         d = report.drift[space]
         err.print(f"[yellow]drift canary: space {space} re-embedded {d['segments']} stored segments, min cosine "
                   f"{d['min_cosine']}: vectors are no longer computed the way they were stored.[/]", highlight=False)
+    for space, reason in sorted(report.canary_skipped.items()):
+        out.print(f"[dim]drift canary skipped for space {space}: {reason}[/]", highlight=False)
     out.print(f"embedded {report.embedded}, failed {report.failed} "
               f"(errors in store: {report.errors_total}; see `omnivec errors`), "
               f"{report.wall_seconds:.1f} s, store {report.store}", highlight=False)

@@ -103,6 +103,8 @@ def ingest_flow(sources: list[str], settings: dict[str, Any] | None = None,
         for space in report.drifted:
             logger.warning("drift canary: space %s min cosine %s over %s stored segments", space,
                            report.drift[space]["min_cosine"], report.drift[space]["segments"])
+        for space, reason in sorted(report.canary_skipped.items()):
+            logger.info("drift canary skipped for space %s: %s", space, reason)
         logger.info("embedded %d, failed %d, unchanged %d, deleted %d in %.1f s",
                     report.embedded, report.failed,
                     sum(c["unchanged"] for c in report.counts.values()),

@@ -138,10 +138,14 @@ def test_drift_canary_is_quiet_then_fires_when_preprocessing_changes_behind_the_
     original = enc.preprocess
     try:  # same recipe, same space_id, but images now lose their colour before the model sees them
         enc.preprocess = transforms.Compose([transforms.Grayscale(num_output_channels=3), original])
-        second = ingest([str(corpus)], settings)
+        noop = ingest([str(corpus)], settings)  # writes nothing: its canary is skipped, and says so
+        (corpus / "texts" / "later.txt").write_text("A note written after the first run.\n")
+        second = ingest([str(corpus)], settings)  # writes one file's vectors: the canary runs
     finally:
         enc.preprocess = original
-    assert second.embedded == 0
+    assert noop.embedded == 0 and not noop.drifted
+    assert noop.drift == {"clip": {"skipped": True, "reason": "no vectors written in this run"}}
+    assert second.embedded == 1
     assert second.drifted == ["clip"] and second.drift["clip"]["min_cosine"] < 0.999
     assert "Drift canary" in second.to_markdown()
     quiet = ingest([str(corpus)], settings.model_copy(update={"canary_sample": 0}))

@@ -21,11 +21,16 @@ class RunReport:
     errors_total: int = 0
     tagged: dict[str, int] = field(default_factory=dict)
     skipped: int = 0
-    drift: dict[str, dict[str, Any]] = field(default_factory=dict)  # space -> canary result
+    drift: dict[str, dict[str, Any]] = field(default_factory=dict)  # space -> canary result, or skipped + reason
 
     @property
     def drifted(self) -> list[str]:
-        return [s for s, d in self.drift.items() if not d["ok"]]
+        return [s for s, d in self.drift.items() if d.get("ok") is False]
+
+    @property
+    def canary_skipped(self) -> dict[str, str]:
+        """space -> why its drift canary did not run (a space this run wrote no vectors to)."""
+        return {s: d.get("reason", "") for s, d in self.drift.items() if d.get("skipped")}
 
     @property
     def failed(self) -> int:
@@ -63,6 +68,9 @@ class RunReport:
             lines += ["", f"**Drift canary: space `{space}` re-embedded {d['segments']} stored segments with "
                       f"min cosine {d['min_cosine']}**: something changed how this space computes vectors "
                       "(library, preprocessing, precision) without changing its recipe."]
+        if self.canary_skipped:
+            lines += ["", "Drift canary skipped: " + "; ".join(
+                f"`{space}` ({reason})" for space, reason in sorted(self.canary_skipped.items())) + "."]
         for space, reason in self.unavailable.items():
             lines += ["", f"**Space `{space}` unavailable**; its items stay pending.", "", "```",
                       reason, "```"]
