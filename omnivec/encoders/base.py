@@ -186,6 +186,8 @@ class Encoder(ABC):
 
     kind: ClassVar[str] = ""
     modalities: ClassVar[frozenset[str]] = frozenset()
+    # distributions whose versions (with the model's files and omnivec's encoder code) fix the recipe
+    identity_packages: ClassVar[tuple[str, ...]] = ("torch",)
 
     dimension: int
     recipe: dict[str, Any]
@@ -221,6 +223,15 @@ class Encoder(ABC):
     @property
     def space_id(self) -> str:
         return space_id_for(self.recipe)
+
+    @classmethod
+    def identity_inputs(cls, settings: SpaceSettings) -> Any:
+        """What a load of ``settings`` reads besides the settings, :attr:`identity_packages` and omnivec's
+        code, as JSON-able data that changes whenever it does (a stat of each model file: see
+        :func:`omnivec.encoders.identity.tree_state`); None when that cannot be known without loading
+        (weights from a hub, which may serve new ones). Not None lets a run that embeds nothing in the
+        space skip the load (:mod:`omnivec.encoders.identity`). The default: always load."""
+        return None
 
     @abstractmethod
     def segments(self, modality: str, content: Any) -> Iterable[Segment]:

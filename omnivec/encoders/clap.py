@@ -53,6 +53,16 @@ def _weight_files(model: Any, name: str) -> list[str]:
 @register("clap")
 class ClapEncoder(Encoder):
     modalities = frozenset({"audio", "text"})
+    identity_packages = ("transformers", "torch", "tokenizers", "huggingface_hub", "safetensors")
+
+    @classmethod
+    def identity_inputs(cls, settings: SpaceSettings) -> Any:
+        """A local folder: its files' stats. A Hugging Face id comes from the hub: None."""
+        from omnivec.encoders.identity import tree_state
+
+        name = os.path.expanduser(settings.model)
+        files = tree_state(name) if os.path.isdir(name) else None
+        return None if files is None else {"folder": files}
 
     def __init__(self, settings: SpaceSettings, device: str) -> None:
         super().__init__(settings, device)

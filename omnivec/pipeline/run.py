@@ -25,7 +25,7 @@ from omnivec.pipeline.canary import check_drift
 from omnivec.pipeline.commit import Committer
 from omnivec.pipeline.plan import Plan, WorkItem, make_plan
 from omnivec.pipeline.report import RunReport
-from omnivec.pipeline.spaces import SpaceState, load_spaces, register_spaces, resolve_spaces
+from omnivec.pipeline.spaces import SpaceState, identify_spaces, load_deferred, register_spaces, resolve_spaces
 from omnivec.progress import reporter
 from omnivec.sources import Discovery, discover, item_id_for, modality_for
 from omnivec.store.history import record_run, repair_run_tags
@@ -54,15 +54,31 @@ def new_run(settings: Settings, sources: Sequence[str], run_name: str | None = N
 
 
 def prepare(ctx: RunContext, retry_errors: bool = False) -> tuple[Discovery, dict[str, SpaceState], Plan]:
-    """Open the store, walk the sources, load the spaces' models and plan the work."""
+    """Open the store, walk the sources, know each space's identity, plan the work, and load the models
+    of the spaces that have files to embed.
+
+    A space whose identity is known without its model (:func:`identify_spaces`) is loaded only when
+    the plan holds files of a modality it takes; a run with nothing to embed there never loads it. If
+    such a model then fails to load (or gives another identity), the run plans again with what the
+    load said, so the outcome is the one an eager load would have given."""
     s = ctx.settings
     store = Store(s.store, create=True)
     store.remove_unfinished_tables()  # left by a run killed while creating a table
     repair_run_tags(store)  # a run killed while tagging: complete its tags before anything moves on
     discovery = discover(ctx.sources, s.include, s.exclude, s.include_hidden)
-    states = load_spaces(s)
+    states, deferred = identify_spaces(s)
+    plan = make_plan(discovery, store, states, retry_errors)
+    while needed := {n for n in deferred if states[n].modalities & {m for m, w in plan.work.items() if w}}:
+        loaded = load_deferred(states, needed, s)
+        deferred -= needed
+        changed = any((loaded[n].space_id, loaded[n].dimension) != (states[n].space_id, states[n].dimension)
+                      for n in needed)
+        states = loaded
+        if not changed:
+            break
+        plan = make_plan(discovery, store, states, retry_errors)
     register_spaces(store, states, s)
-    return discovery, states, make_plan(discovery, store, states, retry_errors)
+    return discovery, states, plan
 
 
 def batches(plan: Plan, settings: Settings) -> Iterator[tuple[str, int, list[WorkItem]]]:

@@ -1,23 +1,26 @@
-"""Load the encoders of the enabled spaces, recording which are unavailable and why."""
+"""The enabled spaces: their identities, their encoders when a run needs them, which are unavailable and why."""
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pyarrow as pa
 
 from omnivec.config import Settings, SpaceSettings
-from omnivec.encoders import encoder_class, load_encoder
+from omnivec.encoders import encoder_class, is_loaded, known_identity, load_encoder
 from omnivec.errors import ModelUnavailableError
 from omnivec.store.schema import SPACES, vectors_table_name
 from omnivec.store.store import Store
 
+log = logging.getLogger("omnivec")
+
 
 @dataclass(frozen=True, slots=True)
 class SpaceState:
-    """What a run knows about one space: its modalities and, when loaded, its identity."""
+    """What a run knows about one space: its modalities and, when its model can load, its identity."""
 
     name: str
     modalities: frozenset[str]
@@ -35,19 +38,49 @@ class SpaceState:
         return vectors_table_name(self.name, self.space_id) if self.space_id else None
 
 
+def _load_state(name: str, cfg: SpaceSettings, device: str) -> SpaceState:
+    modalities = encoder_class(cfg.encoder).modalities
+    try:
+        enc = load_encoder(cfg, device)
+    except ModelUnavailableError as exc:
+        return SpaceState(name, modalities, unavailable=exc.render())
+    return SpaceState(name, modalities, enc.space_id, enc.dimension, enc.recipe)
+
+
 def load_spaces(settings: Settings) -> dict[str, SpaceState]:
     """Load every enabled space's encoder once; a model that cannot load leaves its space
     unavailable (its items stay pending) instead of failing the run."""
+    return {name: _load_state(name, cfg, settings.device) for name, cfg in settings.enabled_spaces().items()}
+
+
+def identify_spaces(settings: Settings) -> tuple[dict[str, SpaceState], set[str]]:
+    """Every enabled space's state, like :func:`load_spaces`, but a space whose identity is known without
+    its model (:func:`omnivec.encoders.known_identity`) is not loaded here; returns the states and the
+    names of those spaces, for :func:`load_deferred` once the run knows it has files for them."""
     states: dict[str, SpaceState] = {}
+    deferred: set[str] = set()
     for name, cfg in settings.enabled_spaces().items():
-        modalities = encoder_class(cfg.encoder).modalities
-        try:
-            enc = load_encoder(cfg, settings.device)
-        except ModelUnavailableError as exc:
-            states[name] = SpaceState(name, modalities, unavailable=exc.render())
+        ident = known_identity(cfg, settings.device)
+        if ident is None:
+            states[name] = _load_state(name, cfg, settings.device)
             continue
-        states[name] = SpaceState(name, modalities, enc.space_id, enc.dimension, enc.recipe)
-    return states
+        states[name] = SpaceState(name, encoder_class(cfg.encoder).modalities, ident.space_id, ident.dimension,
+                                  ident.recipe)
+        if not is_loaded(cfg, settings.device):
+            deferred.add(name)
+    return states, deferred
+
+
+def load_deferred(states: dict[str, SpaceState], names: set[str], settings: Settings) -> dict[str, SpaceState]:
+    """``states`` with the spaces ``names`` loaded: each as :func:`load_spaces` would give it (unavailable
+    when its model cannot load after all; the identity its load computes)."""
+    out = dict(states)
+    for name in sorted(names):
+        out[name] = _load_state(name, settings.spaces[name], settings.device)
+        if out[name].available and out[name].space_id != states[name].space_id:
+            log.warning("space %s: its model loaded as space_id %s, not the %s its files and libraries "
+                        "promised; using the loaded one", name, out[name].space_id, states[name].space_id)
+    return out
 
 
 def register_spaces(store: Store, states: dict[str, SpaceState], settings: Settings) -> None:
