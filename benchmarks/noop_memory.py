@@ -64,9 +64,12 @@ def main() -> None:
     root = args.workdir or Path(tempfile.mkdtemp(prefix="omnivec-noop-"))
     model = args.model
     if model is None:
-        from omnivec.testing import make_tiny_open_clip
-
-        model = "local-dir:" + str(make_tiny_open_clip(root / "tiny-clip"))
+        # made in a child process: on Linux a child's peak RSS (wait4) starts from its parent's at the
+        # fork, so this process must not import torch itself, or every run would report at least its size
+        subprocess.run([sys.executable, "-c", "import sys; from omnivec.testing import make_tiny_open_clip; "
+                        "make_tiny_open_clip(sys.argv[1])", str(root / "tiny-clip")],
+                       check=True, cwd=Path(__file__).resolve().parents[1])
+        model = "local-dir:" + str(root / "tiny-clip")
     env = dict(os.environ, OMNIVEC_SPACES__CLAP__ENABLED="false", OMNIVEC_SPACES__TEXT__ENABLED="false",
                HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     sizes = [int(x) for x in args.sizes.split(",")]
