@@ -3,8 +3,11 @@
 Builds a store (``-n`` JPEGs and a few texts, ViT-B-32 with seeded random weights: the speed of a
 text-tower forward does not depend on the weights), starts ``omnivec api`` as a separate process
 on 127.0.0.1, waits for it to load its encoders, then sends text searches from ``C`` client
-threads for ``--seconds`` each, for every concurrency level. The same queries through the Python
-``search()`` in this process give the floor the HTTP layer adds to. Clients and server share the
+threads for ``--seconds`` each, for every concurrency level. Every request's text is new to the
+server ("distinct": the encoder runs each time); the "repeated" rows cycle through 10 texts, which
+the server's per-encoder query cache answers without a forward (what a page sends when only a
+filter, k or the as-of version changes). The same distinct queries through the Python ``search()``
+in this process give the floor the HTTP layer adds to. Clients and server share the
 machine's cores, so on a small machine the figures are a lower bound for the server alone.
 
     .venv/bin/python benchmarks/api_throughput.py                 # 256 images, concurrency 1,4,8
@@ -55,7 +58,12 @@ def build_store(root: Path, n: int, env: dict[str, str]) -> Path:
     return store
 
 
-def load(base: str, concurrency: int, seconds: float) -> tuple[float, list[float], int]:
+def query_text(client: int, j: int, repeated: bool) -> str:
+    q = QUERIES[j % len(QUERIES)]
+    return q if repeated else f"{q} {client}-{j}"  # never sent before: a forward on every request
+
+
+def load(base: str, concurrency: int, seconds: float, repeated: bool) -> tuple[float, list[float], int]:
     import httpx
 
     lat: list[float] = []
@@ -69,7 +77,7 @@ def load(base: str, concurrency: int, seconds: float) -> tuple[float, list[float
             j = i
             while time.perf_counter() < stop:
                 t0 = time.perf_counter()
-                r = c.get("/search", params={"q": QUERIES[j % len(QUERIES)], "k": 10})
+                r = c.get("/search", params={"q": query_text(i, j, repeated), "k": 10})
                 dt = time.perf_counter() - t0
                 with lock:
                     if r.status_code == 200:
@@ -123,7 +131,7 @@ def main() -> None:
     i = 0
     while time.perf_counter() < t_end:
         t0 = time.perf_counter()
-        search(QUERIES[i % len(QUERIES)], k=10, settings=settings, store=st)
+        search(query_text(-1, i, False), k=10, settings=settings, store=st)
         inproc.append(time.perf_counter() - t0)
         i += 1
 
@@ -147,10 +155,13 @@ def main() -> None:
             time.sleep(0.3)
         httpx.get(base + "/search", params={"q": "warm up"}, timeout=60)
         rows = []
-        for c in (int(x) for x in args.concurrency.split(",")):
-            wall, lat, errors = load(base, c, args.seconds)
-            rows.append({"concurrency": c, "requests": len(lat), "errors": errors, "req_s": round(len(lat) / wall, 1),
-                         "p50_ms": round(1000 * statistics.median(lat), 1), "p95_ms": round(1000 * pct(lat, 0.95), 1)})
+        for repeated in (False, True):
+            for c in (int(x) for x in args.concurrency.split(",")):
+                wall, lat, errors = load(base, c, args.seconds, repeated)
+                rows.append({"queries": "repeated" if repeated else "distinct", "concurrency": c,
+                             "requests": len(lat), "errors": errors, "req_s": round(len(lat) / wall, 1),
+                             "p50_ms": round(1000 * statistics.median(lat), 1),
+                             "p95_ms": round(1000 * pct(lat, 0.95), 1)})
     finally:
         server.terminate()
         server.wait(timeout=20)
@@ -159,10 +170,10 @@ def main() -> None:
           f"{os.cpu_count()} CPUs shared by server and clients")
     print(f"in-process search(): p50 {1000 * statistics.median(inproc):.1f} ms "
           f"({1 / statistics.median(inproc):.1f} searches/s on one thread)")
-    print(f"{'concurrency':>11} {'requests':>9} {'errors':>7} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7}")
+    print(f"{'queries':<9} {'concurrency':>11} {'requests':>9} {'errors':>7} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7}")
     for r in rows:
-        print(f"{r['concurrency']:>11} {r['requests']:>9} {r['errors']:>7} {r['req_s']:>7} {r['p50_ms']:>7} "
-              f"{r['p95_ms']:>7}")
+        print(f"{r['queries']:<9} {r['concurrency']:>11} {r['requests']:>9} {r['errors']:>7} {r['req_s']:>7} "
+              f"{r['p50_ms']:>7} {r['p95_ms']:>7}")
     print(json.dumps({"inprocess_p50_ms": round(1000 * statistics.median(inproc), 1), "http": rows}))
 
 

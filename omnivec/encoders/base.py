@@ -14,6 +14,7 @@ import os
 import threading
 import warnings
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -21,6 +22,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from omnivec.config import SpaceSettings
+
+QUERY_CACHE_SIZE = 1024  # text queries remembered per encoder (a few MB of vectors at most)
 
 log = logging.getLogger("omnivec")
 
@@ -197,6 +200,7 @@ class Encoder(ABC):
         self.device = device
         self._forward_lock = threading.Lock()  # one forward at a time; decode runs beside it
         self._query_lock = threading.Lock()  # tokenizers are not safe to share between threads
+        self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.precision: str = settings.precision or "fp32"
         check_precision(self.precision, device)
         self.batch_limit: int | None = None  # set by the first out-of-memory: the largest batch that fit
@@ -286,10 +290,23 @@ class Encoder(ABC):
 
     def embed_query(self, modality: str, content: Any) -> np.ndarray:
         """One vector for a query: the re-normalised mean of its segments' vectors. Safe to call from
-        several threads at once (a query service shares one encoder between its requests)."""
+        several threads at once (a query service shares one encoder between its requests).
+
+        Text queries are remembered (the last :data:`QUERY_CACHE_SIZE` per encoder): a page that
+        changes a filter, ``k`` or the as-of version sends the same text again, and this encoder
+        gives the same vector for it every time."""
+        key = content if modality == "text" and isinstance(content, str) else None
         with self._query_lock:
+            if key is not None and key in self._query_cache:
+                self._query_cache.move_to_end(key)
+                return self._query_cache[key].copy()
             segs = list(self.segments(modality, content))
             if not segs:
                 raise ValueError("the query is empty")
             vecs = self.embed(modality, [s.payload for s in segs])
-        return l2_normalise(vecs.mean(axis=0, keepdims=True))[0]
+            vec = l2_normalise(vecs.mean(axis=0, keepdims=True))[0]
+            if key is not None:
+                self._query_cache[key] = vec.copy()
+                while len(self._query_cache) > QUERY_CACHE_SIZE:
+                    self._query_cache.popitem(last=False)
+        return vec
