@@ -102,7 +102,27 @@ class Mixture:
 def load_note() -> str:
     la = os.getloadavg()
     return (f"machine load (1/5/15 min): {la[0]:.2f} / {la[1]:.2f} / {la[2]:.2f} on {os.cpu_count()} cores "
-            "(shared machine: other users' work lands in these timings)")
+            f"(shared machine: other users' work lands in these timings); reference workloads: {reference()}")
+
+
+def reference() -> str:
+    """Two fixed workloads timed now, so runs on a machine whose speed drifts can be compared: a pure
+    Python loop (CPU) and a numpy float32 matrix-vector product of 100k x 512 (memory bandwidth)."""
+    rng = np.random.default_rng(0)
+    m = rng.standard_normal((100_000, 512), dtype=np.float32)
+    v = m[0].copy()
+    loop, mv = [], []
+    for _ in range(7):
+        t = time.perf_counter()
+        s = 0
+        for i in range(1_000_000):
+            s += i
+        loop.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        m @ v
+        mv.append(time.perf_counter() - t)
+    return (f"python loop of 1M adds {1000 * min(loop):.0f} ms, numpy 100k x 512 matvec {1000 * min(mv):.1f} ms "
+            "(best of 7)")
 
 
 def log(msg: str, t0: float) -> None:

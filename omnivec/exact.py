@@ -190,12 +190,12 @@ class ExactCache:
         self._lock = threading.Lock()
         self._loading: dict[tuple[str, int], threading.Lock] = {}
 
-    def get(self, tbl: Any) -> Matrix | None:
+    def get(self, tbl: Any, version: int | None = None) -> Matrix | None:
         """The matrix of ``tbl`` at its current version, loaded on first use; None when off or too big."""
         limit = cache_bytes()
         if limit <= 0:
             return None
-        ds = dataset(tbl)
+        ds = dataset(tbl, version)
         key = (str(ds.uri), int(ds.version))
         with self._lock:
             if key in self._items:

@@ -138,10 +138,10 @@ ANN_DEFAULTS = AnnParams(ef=40)
 _FACTS: dict[tuple[str, str, int], tuple[bool, bool]] = {}
 
 
-def _table_facts(store: Store, name: str, tbl: Any) -> tuple[bool, bool]:
+def _table_facts(store: Store, name: str, tbl: Any, version: int) -> tuple[bool, bool]:
     """(has a vector index, every row passes ``segment >= 0``) of this table version, found once per
     version: the second means no pooled file vectors, so the default filter keeps every row."""
-    key = (store.uri, name, int(tbl.version))
+    key = (store.uri, name, version)
     if key not in _FACTS:
         if len(_FACTS) >= 1024:
             _FACTS.clear()
@@ -161,7 +161,8 @@ def search_vector(store: Store, space: str, vector: np.ndarray, k: int = 10, mod
     tbl, sid = space_table(store, space, space_id, as_of)
     where: str | None = _where(modality, where_sql)
     vec = np.asarray(vector, dtype=np.float32)
-    indexed, all_segments = _table_facts(store, vectors_table_name(space, sid), tbl)
+    version = int(tbl.version)
+    indexed, all_segments = _table_facts(store, vectors_table_name(space, sid), tbl, version)
     params = (ann or ANN_DEFAULTS) if indexed else None
     if indexed and all_segments and modality is None and not where_sql:
         where = None  # it would keep every row, and a prefilter slows the index search (~45 ms at 1M rows)
@@ -170,9 +171,9 @@ def search_vector(store: Store, space: str, vector: np.ndarray, k: int = 10, mod
     if not indexed and as_of is None and not where_sql:
         from omnivec.exact import CACHE
 
-        matrix = CACHE.get(tbl)  # exact top-k from memory; None when off or the table is too big
+        matrix = CACHE.get(tbl, version)  # exact top-k from memory; None when off or the table is too big
 
-    ds = dataset(tbl)  # Lance's own scanner: ~1.5 ms less per query than LanceDB's query builder
+    ds = dataset(tbl, version)  # Lance's own scanner: ~1.5 ms less per query than LanceDB's query builder
 
     def run(n: int) -> list[dict[str, Any]]:
         if matrix is not None:

@@ -29,10 +29,11 @@ def _shared_session() -> Any:
     return _session
 
 
-def dataset(tbl: Any) -> Any:
-    """The Lance dataset of a LanceDB table at the version ``tbl`` has checked out."""
+def dataset(tbl: Any, version: int | None = None) -> Any:
+    """The Lance dataset of a LanceDB table at the version ``tbl`` has checked out (``version``, when
+    the caller has just read it: each read is a round trip through LanceDB's event loop)."""
     path = str(getattr(tbl, "_dataset_path", "") or tbl.name)
-    key = (path, int(tbl.version))
+    key = (path, int(tbl.version if version is None else version))
     with _lock:
         ds = _open.get(key)
         if ds is not None:
