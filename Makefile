@@ -9,7 +9,7 @@ demo:
 
 bench:            ## every benchmark at full size; rewrites benchmarks/RESULTS.md (tens of minutes)
 	scripts/setup.sh
-	.venv/bin/python benchmarks/run_all.py
+	.venv/bin/python benchmarks/run_all.py $(BENCH_ARGS)  # e.g. BENCH_ARGS="--workdir ~/omnivec-bench"
 
 bench-quick:      ## every benchmark at small sizes (a few minutes): checks the scripts, not the machine
 	scripts/setup.sh

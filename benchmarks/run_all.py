@@ -3,6 +3,7 @@
     make bench                      # every benchmark at its default size (tens of minutes on 2 cores)
     make bench-quick                # small sizes, a few minutes: checks the scripts, not the machine
     .venv/bin/python benchmarks/run_all.py --only ingest_throughput,noop_memory
+    .venv/bin/python benchmarks/run_all.py --workdir ~/omnivec-bench   # keep query_latency's tables
 
 Each section holds the command, the time it took and the script's own output (its table and its
 final JSON line). A script that fails is recorded as failed with the end of its output; the others
@@ -55,6 +56,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every script")
     ap.add_argument("--only", default="", help="comma-separated benchmark names")
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    ap.add_argument("--workdir", type=Path, default=None,
+                    help="keep the tables query_latency builds in DIR/query_latency and reuse them (its 1M "
+                         "index takes ~30 min to build on 2 cores)")
     args = ap.parse_args()
 
     names = [n for n in BENCHMARKS if not args.only or n in args.only.split(",")]
@@ -66,6 +70,8 @@ def main() -> None:
             sections.append(f"## {name}\n\nnot present in this checkout\n")
             continue
         extra = BENCHMARKS[name][1 if args.quick else 0]
+        if args.workdir is not None and name == "query_latency":
+            extra = [*extra, "--workdir", str(args.workdir / name)]
         cmd = [sys.executable, str(script.relative_to(ROOT)), *extra]
         shown = " ".join([".venv/bin/python", *cmd[1:]])
         print(f"== {shown}", flush=True)
