@@ -7,6 +7,7 @@ deployment. With no PREFECT_API_URL it runs on Prefect's temporary local API.
 from __future__ import annotations
 
 import secrets
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +21,7 @@ from prefect.artifacts import (
 from prefect.futures import PrefectFuture
 
 import flows.prefect_env  # noqa: F401  (must precede the prefect import)
-from flows.runners import runner_from_env, runner_kind, task_runner_for
+from flows.runners import as_is, runner_from_env, runner_kind, task_runner_for
 from omnivec.config import Settings, load_settings
 from omnivec.pipeline.batch import BatchResult
 from omnivec.pipeline.commit import Committer
@@ -66,22 +67,24 @@ def ingest_flow(sources: list[str], settings: dict[str, Any] | None = None,
         progress = reporter()
         progress.start(total, "ingest")
         done = 0
+        shown = time.monotonic()
         window: list[PrefectFuture[BatchResult]] = []
         def drain(fut: PrefectFuture[BatchResult]) -> None:
-            nonlocal done
+            nonlocal done, shown
             result = fut.result()
             committer.add(result, flush=False)
             done += result.items.num_rows
             progress.advance(result.items.num_rows)
             if committer.due:
                 commit_task(committer)
-            if total:
+            if total and time.monotonic() - shown >= PROGRESS_EVERY_S:  # each update is an API call
                 update_progress_artifact(progress_id, 100.0 * done / total)
+                shown = time.monotonic()
 
         try:
             for modality, number, items in batches(plan, s):
                 task = embed_batch_task.with_options(task_run_name=f"embed-{modality}-{number:04d}")
-                window.append(task.submit(items, s, states, ctx.run_id))
+                window.append(task.submit(as_is(items), as_is(s), as_is(states), ctx.run_id))
                 if len(window) > s.workers:
                     drain(window.pop(0))
             for fut in window:
@@ -90,7 +93,7 @@ def ingest_flow(sources: list[str], settings: dict[str, Any] | None = None,
                 commit_task(committer)
         finally:
             progress.stop()
-        report = finish_task(ctx, committer, discovery, plan, states)
+        report = finish_task(ctx, committer, as_is(discovery), as_is(plan), as_is(states))
         update_progress_artifact(progress_id, 100.0)
         create_markdown_artifact(report.to_markdown(), key="ingest-summary",
                                  description=f"omnivec ingest {ctx.run_name}")
@@ -113,6 +116,7 @@ def ingest_flow(sources: list[str], settings: dict[str, Any] | None = None,
 
 
 ERROR_ROWS = 200
+PROGRESS_EVERY_S = 2.0  # the progress artifact is updated at most this often (and at the end)
 
 
 def _error_rows(store_uri: str, run_id: str) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ as it completes, so a killed reembed resumes where it stopped.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +15,8 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 import flows.prefect_env  # noqa: F401  (must precede the prefect import)
-from flows.runners import runner_from_env, task_runner_for
+from flows.ingest import PROGRESS_EVERY_S
+from flows.runners import as_is, runner_from_env, task_runner_for
 from omnivec.config import Settings, load_settings
 from omnivec.pipeline.commit import Committer
 from omnivec.pipeline.reembed import ReembedPlan, plan_reembed, reembed_batches, summary, target_settings
@@ -58,17 +60,20 @@ def reembed_flow(space: str, model: str, pretrained: str | None = None,
         bar = reporter()
         bar.start(total, f"reembed {space}")
         done = 0
+        shown = time.monotonic()
         window = []
         try:
             for modality, number, items in reembed_batches(plan, target.space_batch_size(space)):
                 task_ = embed_batch_task.with_options(task_run_name=f"embed-{modality}-{number:04d}")
-                window.append(task_.submit(items, target, {space: plan.target}, ctx.run_id))
+                window.append(task_.submit(as_is(items), as_is(target), as_is({space: plan.target}), ctx.run_id))
                 if len(window) > s.workers:
                     result = window.pop(0).result()
                     committer.add(result, flush=False)
                     done += commit_task(committer)
                     bar.advance(result.items.num_rows)
-                    update_progress_artifact(progress_id, 100.0 * done / max(total, 1))
+                    if time.monotonic() - shown >= PROGRESS_EVERY_S:  # each update is an API call
+                        update_progress_artifact(progress_id, 100.0 * done / max(total, 1))
+                        shown = time.monotonic()
             for fut in window:
                 result = fut.result()
                 committer.add(result, flush=False)
