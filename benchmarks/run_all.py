@@ -26,7 +26,7 @@ ROOT = HERE.parent
 
 # name -> (arguments for the full run, arguments for --quick)
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
-    "ingest_throughput": ([], ["-n", "64", "--rounds", "1"]),
+    "ingest_throughput": (["--rounds", "5"], ["-n", "64", "--rounds", "1"]),
     "lancedb_embedding": ([], ["-n", "32", "--rounds", "1"]),
     "noop_memory": (["--model", "ViT-B-32", "--pretrained", "none", "--sizes", "1000,10000"],
                     ["--sizes", "100,1000"]),
