@@ -28,6 +28,7 @@ from omnivec.encoders import load_encoder
 from omnivec.errors import DecodeError
 from omnivec.manifests import read_caption, split_caption_uri
 from omnivec.media import decode_image, decode_text, open_regular, read_file
+from omnivec.memory import release
 from omnivec.pipeline.embedder import EmbeddedSegment, SpaceEmbedder, pooled
 from omnivec.pipeline.plan import WorkItem
 from omnivec.pipeline.spaces import SpaceState
@@ -366,6 +367,8 @@ def process_batch(work: list[WorkItem], settings: Settings, spaces: dict[str, Sp
         elif w.item_id in touched_ids:
             counts[w.kind] += 1
     cleared = [i for i, row in items.items() if row["status"] != "error"]
+    if embedders:
+        release()  # the forwards' activations, freed, go back to the OS (see omnivec.memory)
     return BatchResult(
         modality, pa.Table.from_pylist(list(items.values()), schema=ITEMS),
         pa.Table.from_pylist(errors, schema=ERRORS), vectors, replace, cleared, counts, dict(timing),
