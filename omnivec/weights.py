@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 from pathlib import Path
+
+from omnivec.usercache import cache_file, read_json, write_json
 
 _LOCK = threading.Lock()
 
 
 def _cache_path() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "omnivec" / "weights-sha256.json"
+    return cache_file("weights-sha256.json")
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -22,10 +22,7 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     key = f"{real}|{st.st_size}|{st.st_mtime_ns}"
     cache = _cache_path()
     with _LOCK:
-        try:
-            known: dict[str, str] = json.loads(cache.read_text())
-        except (OSError, ValueError):
-            known = {}
+        known = read_json(cache)
         if key in known:
             return known[key]
         digest = hashlib.sha256()
@@ -33,11 +30,5 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
         known[key] = digest.hexdigest()
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(known))
-            os.replace(tmp, cache)
-        except OSError:
-            pass  # a read-only home only costs a re-hash next time
-        return known[key]
+        write_json(cache, known)  # a read-only home only costs a re-hash next time
+        return str(known[key])

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omnivec.config import SpaceSettings
+from omnivec.usercache import cache_file, read_json, write_json
 
 if TYPE_CHECKING:
     from omnivec.encoders.base import Encoder
@@ -49,8 +50,7 @@ class Identity:
 
 
 def _cache_path() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "omnivec" / "space-identities.json"
+    return cache_file("space-identities.json")
 
 
 def file_state(path: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -146,11 +146,7 @@ def fingerprint(cls: type[Encoder], settings: SpaceSettings, device: str) -> str
 
 
 def _read() -> dict[str, Any]:
-    try:
-        known = json.loads(_cache_path().read_text())
-    except (OSError, ValueError):
-        return {}
-    return known if isinstance(known, dict) else {}
+    return read_json(_cache_path())
 
 
 def lookup(cls: type[Encoder], settings: SpaceSettings, device: str) -> Identity | None:
@@ -185,10 +181,4 @@ def remember(cls: type[Encoder], settings: SpaceSettings, device: str, before: s
         known[before] = entry
         while len(known) > MAX_ENTRIES:
             known.pop(next(iter(known)))
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_text(json.dumps(known))
-            os.replace(tmp, path)
-        except OSError:
-            pass  # a read-only home only costs a load next time
+        write_json(path, known)  # a read-only home only costs a load next time
