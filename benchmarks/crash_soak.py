@@ -23,11 +23,12 @@ same corpus produced:
 
 A kill is either timed (a delay drawn over the span of the clean run's store writes, counted from
 the run's first write, since start-up time varies a lot) or aimed at a store write (the child kills
-itself during, or right after, its N-th write: a merge, delete, table creation, key declaration,
-index build or tag), so that kills land inside commits and between the steps of a commit. The child
-is this script in ``child`` mode: it traces every store write and phase to a file (what was in
-flight when it died), then runs the CLI. ``--flush-rows`` makes the committer flush small groups of
-rows, so a run makes many commits. The drift canary (read-only) is off unless ``--canary``.
+itself during its N-th write, MS ms in or at its last instant if it is shorter, or right after it:
+a merge, delete, table creation, key declaration, index build or tag), so that kills land inside
+commits and between the steps of a commit. The child is this script in ``child`` mode: it traces
+every store write and phase to a file (what was in flight when it died), then runs the CLI.
+``--flush-rows`` makes the committer flush small groups of rows, so a run makes many commits.
+The drift canary (read-only) is off unless ``--canary``.
 
     .venv/bin/python benchmarks/crash_soak.py                    # 20 trials (2 through the flow), ~20 min
     .venv/bin/python benchmarks/crash_soak.py --trials 40 --flow-trials 0 --seed 7
@@ -206,6 +207,10 @@ class Tracer:
         if aimed and self.die_when == "during":
             threading.Thread(target=self._die_after, args=(self.die_ms / 1000,), daemon=True).start()
         yield
+        if aimed and self.die_when == "during":
+            # a write shorter than the delay waits here for the kill: it dies at the write's last
+            # instant, never after it (a short write could otherwise end before the killer runs)
+            threading.Event().wait()
         self.emit(f"E {n} {self.now()}")
         if aimed and self.die_when == "after":
             self.die()

@@ -186,7 +186,7 @@ def search_vector(store: Store, space: str, vector: np.ndarray, k: int = 10, mod
                 nearest["refine_factor"] = params.refine_factor
             if params.ef:  # Lance refuses an ef below the number of candidates it is asked for
                 nearest["ef"] = max(params.ef, n * (params.refine_factor or 1))
-        out = ds.to_table(columns=_COLS, nearest=nearest, filter=where, prefilter=where is not None)
+        out = ds.to_table(columns=[*_COLS, "_distance"], nearest=nearest, filter=where, prefilter=where is not None)
         return out.to_pylist()
 
     return [_hit(r, space, float(1.0 - r["_distance"])) for r in _ranked(run, k, per_file)]
