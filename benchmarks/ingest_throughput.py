@@ -8,6 +8,10 @@ machine noise hits them alike; the median of each is reported.
     .venv/bin/python benchmarks/ingest_throughput.py            # 512 images, ViT-B-32
     .venv/bin/python benchmarks/ingest_throughput.py -n 128 --model local-dir:/path --no-flow
 
+The flow runs twice per round, in alternating order: with the temporary Prefect server at idle CPU
+priority (omnivec's default, see flows/temporary_server.py) and at normal priority
+(``OMNIVEC_TEMPORARY_SERVER=normal``, what a server of one's own on the same machine gets).
+
 Prints a table and ends with one JSON line of the figures.
 """
 
@@ -86,6 +90,14 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
+def _share(label: str, flow: list[float], core: list[float], what: str) -> float:
+    """Print and return the median over rounds of (flow - core) / flow."""
+    per_round = [(f - c) / f for f, c in zip(flow, core, strict=True)]
+    share = statistics.median(per_round)
+    print(f"{label}: {100 * share:.1f}% {what}; per round " + ", ".join(f"{100 * x:+.1f}%" for x in per_round))
+    return share
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=512, help="number of JPEGs")
@@ -124,7 +136,7 @@ def main() -> None:
     bare_loop(paths[: args.batch_size], model, preprocess, args.batch_size)  # warm-up forward
 
     times: dict[str, list[float]] = {"bare": [], "pipeline": []}
-    cpu: dict[str, list[float]] = {"pipeline": [], "flow": []}
+    cpu: dict[str, list[float]] = {"pipeline": [], "flow": [], "flow-normal": []}
     whole: list[float] = []  # the flow call, its run's creation and finish included
     flow_runner = None
     harness = None
@@ -136,6 +148,7 @@ def main() -> None:
         harness = prefect_test_harness(server_startup_timeout=180)
         harness.__enter__()
         times["flow"] = []
+        times["flow-normal"] = []
         flow_runner = run_ingest_flow
         run_ingest_flow([str(paths[0].parent)], settings(work / "flow-warm"))  # server warm-up
     for r in range(args.rounds):
@@ -148,40 +161,42 @@ def main() -> None:
         times["pipeline"].append(rep.wall_seconds)
         shutil.rmtree(store)
         if flow_runner is not None:
-            store = work / f"flow-{r}"
-            c0, w0 = cpu_seconds(), time.perf_counter()
-            rep = flow_runner([str(work / "jpegs")], settings(store))
-            cpu["flow"].append(cpu_seconds() - c0)
-            whole.append(time.perf_counter() - w0)
-            assert rep.embedded == args.n, rep.rows()
-            times["flow"].append(rep.wall_seconds)
-            shutil.rmtree(store)
+            for method in ("flow", "flow-normal") if r % 2 == 0 else ("flow-normal", "flow"):
+                os.environ["OMNIVEC_TEMPORARY_SERVER"] = "idle" if method == "flow" else "normal"
+                store = work / f"{method}-{r}"
+                c0, w0 = cpu_seconds(), time.perf_counter()
+                rep = flow_runner([str(work / "jpegs")], settings(store))
+                cpu[method].append(cpu_seconds() - c0)
+                if method == "flow":
+                    whole.append(time.perf_counter() - w0)
+                assert rep.embedded == args.n, rep.rows()
+                times[method].append(rep.wall_seconds)
+                shutil.rmtree(store)
+            os.environ.pop("OMNIVEC_TEMPORARY_SERVER")
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
 
     med = {k: statistics.median(v) for k, v in times.items()}
     rate = {k: args.n / v for k, v in med.items()}
     print(f"\n{args.n} JPEGs, {args.model} (pretrained={args.pretrained}), batch {args.batch_size}, "
           f"device {args.device}, torch threads {torch.get_num_threads()}, {args.rounds} rounds (median)")
-    print(f"{'method':<10}{'seconds':>10}{'items/s':>10}{'vs bare':>10}")
+    print(f"{'method':<13}{'seconds':>10}{'items/s':>10}{'vs bare':>10}")
     for k in med:
-        print(f"{k:<10}{med[k]:>10.2f}{rate[k]:>10.1f}{rate[k] / rate['bare']:>10.3f}")
-    overhead = cpu_overhead = None
+        print(f"{k:<13}{med[k]:>10.2f}{rate[k]:>10.1f}{rate[k] / rate['bare']:>10.3f}")
+    overhead = cpu_overhead = overhead_normal = None
     if "flow" in times:  # paired by round: the flow and the core pipeline ran back to back
-        per_round = [(f - c) / f for f, c in zip(times["flow"], times["pipeline"], strict=True)]
-        overhead = statistics.median(per_round)
-        print(f"Prefect overhead: {100 * overhead:.1f}% of the flow's wall time "
-              "(flow minus core pipeline, same files, same round; median over rounds; per round "
-              + ", ".join(f"{100 * x:+.1f}%" for x in per_round) + ")")
+        overhead = _share("Prefect overhead", times["flow"], times["pipeline"],
+                          "of the flow's wall time (flow minus core pipeline, same files, same round; "
+                          "median over rounds)")
+        overhead_normal = _share("With the temporary server at normal priority", times["flow-normal"],
+                                 times["pipeline"], "of the flow's wall time (same measure)")
         fixed = statistics.median(w - f for w, f in zip(whole, times["flow"], strict=True))
         print(f"Prefect's fixed cost per flow run (creating and finishing the run, outside the run's own timer): "
               f"{fixed:.2f} s, {100 * fixed / (fixed + med['flow']):.1f}% of this run's whole call; on an hour-long "
               f"run {100 * fixed / 3600:.2f}%")
-        per_round = [(f - c) / f for f, c in zip(cpu["flow"], cpu["pipeline"], strict=True)]
-        cpu_overhead = statistics.median(per_round)
-        print(f"Prefect overhead: {100 * cpu_overhead:.1f}% of the CPU time of the whole flow call, its run's "
-              "creation and finish and the temporary Prefect server included (flow minus core pipeline, CPU "
-              "seconds of this process and its children; median; per round "
-              + ", ".join(f"{100 * x:+.1f}%" for x in per_round) + ")")
+        cpu_overhead = _share("Prefect overhead", cpu["flow"], cpu["pipeline"],
+                              "of the CPU time of the whole flow call, its run's creation and finish and the "
+                              "temporary Prefect server included (flow minus core pipeline, CPU seconds of this "
+                              "process and its children; median)")
     figures = {
         "n": args.n, "model": args.model, "batch_size": args.batch_size, "device": args.device,
         "bare_items_s": round(rate["bare"], 2),
@@ -191,6 +206,7 @@ def main() -> None:
         "core_ratio": round(rate["pipeline"] / rate["bare"], 3),
         "prefect_overhead": None if overhead is None else round(overhead, 4),
         "prefect_overhead_cpu": None if cpu_overhead is None else round(cpu_overhead, 4),
+        "prefect_overhead_server_normal": None if overhead_normal is None else round(overhead_normal, 4),
         "prefect_fixed_s": round(statistics.median(w - f for w, f in zip(whole, times["flow"], strict=True)), 3)
         if whole else None,
     }

@@ -21,6 +21,7 @@ from prefect.artifacts import (
 from prefect.futures import PrefectFuture
 
 import flows.prefect_env  # noqa: F401  (must precede the prefect import)
+from flows import temporary_server
 from flows.runners import as_is, runner_from_env, runner_kind, task_runner_for
 from omnivec.config import Settings, load_settings
 from omnivec.pipeline.batch import BatchResult
@@ -55,6 +56,7 @@ def ingest_flow(sources: list[str], settings: dict[str, Any] | None = None,
     else:
         s = load_settings()
     _check_runner(s, logger, FlowRunContext.get())
+    temporary_server.apply(logger)
     Store(s.store, create=True)
     with writer_lock(s.store, f"ingest flow {flow_run.get_name() or ''}", on_wait=logger.warning):
         s = resolve_spaces(s, Store(s.store, create=True))

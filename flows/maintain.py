@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 import flows.prefect_env  # noqa: F401  (must precede the prefect import)
+from flows import temporary_server
 from omnivec.maintenance import DEFAULT_INDEX_THRESHOLD, DEFAULT_RETENTION_DAYS
 from omnivec.store import Store
 from omnivec.store.lock import writer_lock
@@ -23,6 +24,7 @@ def _run_name() -> str:
 def maintain_flow(store: str, retention_days: float = DEFAULT_RETENTION_DAYS,
                   index_threshold: int = DEFAULT_INDEX_THRESHOLD) -> list[dict[str, Any]]:
     """Upkeep of every table of ``store``; tagged versions are never removed."""
+    temporary_server.apply(get_run_logger())
     uri = Store(store).uri
     with writer_lock(uri, "maintain", on_wait=get_run_logger().warning):
         rows = [upkeep_task.with_options(task_run_name=f"upkeep-{table}")(uri, table, retention_days, index_threshold)

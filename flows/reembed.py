@@ -15,6 +15,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 import flows.prefect_env  # noqa: F401  (must precede the prefect import)
+from flows import temporary_server
 from flows.ingest import PROGRESS_EVERY_S
 from flows.runners import as_is, runner_from_env, task_runner_for
 from omnivec.config import Settings, load_settings
@@ -49,6 +50,7 @@ def reembed_flow(space: str, model: str, pretrained: str | None = None,
     from prefect.runtime import flow_run
 
     s = Settings.model_validate(settings) if settings is not None else load_settings()
+    temporary_server.apply(get_run_logger())
     with writer_lock(Store(s.store).uri, f"reembed {space}", on_wait=get_run_logger().warning):
         target = target_settings(s, space, model, pretrained)
         plan = plan_reembed_task(target, space)
