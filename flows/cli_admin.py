@@ -203,9 +203,11 @@ def maintain(store: StoreOpt = None, config: ConfigOpt = None,
             from omnivec.maintenance import maintain as run_local
 
             return [r.to_dict() for r in run_local(uri, retention_days, index_threshold)]
+        from flows import temporary_server
         from flows.maintain import maintain_flow
 
-        return maintain_flow(store=uri, retention_days=retention_days, index_threshold=index_threshold)
+        with temporary_server.for_flow_runs():
+            return maintain_flow(store=uri, retention_days=retention_days, index_threshold=index_threshold)
 
     rows = _guard(body)
     if as_json:

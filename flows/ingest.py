@@ -148,7 +148,8 @@ def _check_runner(s: Settings, logger: Any, ctx: Any) -> None:
 def run_ingest_flow(sources: list[str], settings: Settings, retry_errors: bool = False) -> RunReport:
     """Run the flow on the task runner ``settings`` ask for (threads, or Dask workers)."""
     runner = task_runner_for(settings)
-    return ingest_flow.with_options(task_runner=runner)(
-        sources=[str(p) for p in sources], settings=settings.model_dump(), retry_errors=retry_errors,
-        pinned=sorted(settings._pinned),
-    )
+    with temporary_server.for_flow_runs():
+        return ingest_flow.with_options(task_runner=runner)(
+            sources=[str(p) for p in sources], settings=settings.model_dump(), retry_errors=retry_errors,
+            pinned=sorted(settings._pinned),
+        )

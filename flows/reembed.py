@@ -100,5 +100,6 @@ def reembed_flow(space: str, model: str, pretrained: str | None = None,
 def run_reembed_flow(settings: Settings, space: str, model: str, pretrained: str | None = None,
                      promote: bool = False) -> dict[str, Any]:
     runner = task_runner_for(settings)
-    return reembed_flow.with_options(task_runner=runner)(space=space, model=model, pretrained=pretrained,
-                                                         settings=settings.model_dump(), promote=promote)
+    with temporary_server.for_flow_runs():
+        return reembed_flow.with_options(task_runner=runner)(space=space, model=model, pretrained=pretrained,
+                                                             settings=settings.model_dump(), promote=promote)

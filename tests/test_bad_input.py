@@ -72,3 +72,34 @@ def test_unreadable_file_and_dangling_link(settings, tmp_path):
     errors = {Path(r["uri"]).name: r for r in Store(settings.store).read("errors").to_pylist()}
     assert errors["dangling.jpg"]["stage"] == "discover"
     assert report.embedded == 1
+
+
+def test_a_discovery_error_goes_when_its_problem_does(settings, tmp_path):
+    """A dangling link's error row stays while the link dangles and goes once it is removed; a run
+    over another folder leaves the rows of this one alone."""
+    import os
+
+    root, other = tmp_path / "links", tmp_path / "other"
+    root.mkdir()
+    other.mkdir()
+    (root / "ok.txt").write_text("fine")
+    (other / "b.txt").write_text("also fine")
+    os.symlink(root / "nowhere.jpg", root / "dangling.jpg")
+    os.symlink(root / "gone.txt", root / "mended.txt")
+
+    def discover_errors() -> set[str]:
+        rows = Store(settings.store).read("errors").to_pylist()
+        return {Path(r["uri"]).name for r in rows if r["stage"] == "discover"}
+
+    ingest([str(root)], settings)
+    assert discover_errors() == {"dangling.jpg", "mended.txt"}
+    ingest([str(root)], settings)  # nothing changed: both stay
+    assert discover_errors() == {"dangling.jpg", "mended.txt"}
+    (root / "dangling.jpg").unlink()
+    (root / "gone.txt").write_text("the link's target now exists")
+    ingest([str(other)], settings)  # another folder: not this one's business
+    assert discover_errors() == {"dangling.jpg", "mended.txt"}
+    report = ingest([str(root)], settings)
+    assert discover_errors() == set()
+    assert report.embedded == 2  # the mended link and its target
+    assert Store(settings.store).count("errors") == 0

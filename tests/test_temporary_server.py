@@ -60,3 +60,23 @@ def test_no_temporary_server_no_change_and_a_bad_value_is_refused(monkeypatch):
     monkeypatch.setenv(temporary_server.ENV, "lowest")
     with pytest.raises(ConfigError, match="idle, normal"):
         temporary_server.wanted()
+
+
+def test_flow_runs_against_a_temporary_server_send_no_heartbeats(prefect_harness, monkeypatch):
+    """Its server dies with this process, so heartbeats could never mark a crashed run; stopping the
+    heartbeat thread cost every flow run ~0.5 s."""
+    from prefect import flow
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    @flow
+    def heartbeat_setting() -> int | None:
+        return get_current_settings().flows.heartbeat_frequency
+
+    default = heartbeat_setting()
+    assert default is not None  # Prefect's default sends them
+    with temporary_server.for_flow_runs():
+        assert heartbeat_setting() is None  # the harness server is a child of this process
+    assert heartbeat_setting() == default
+    monkeypatch.setattr(temporary_server, "temporary_servers", lambda: [])
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}), temporary_server.for_flow_runs():
+        assert get_current_settings().flows.heartbeat_frequency == default  # a server that outlives us

@@ -125,6 +125,12 @@ class Committer:
         finished = {r["run_id"] for r in self.store.read("runs", ["run_id"]).to_pylist()}
         return {r["error_id"] for r in rows if last.get(r["item_id"]) != r["run_id"] and r["run_id"] not in finished}
 
+    def drop_discovery_errors(self, item_ids: list[str]) -> None:
+        """Remove the discovery error rows of these files: their problem is gone (a dangling link
+        deleted or mended)."""
+        for part in _chunks(sorted(item_ids)):
+            self.store.delete("errors", f"{sql_in('item_id', part)} AND stage = 'discover'")
+
     def delete(self, deleted: list[Deleted], tables: Iterable[str]) -> None:
         """Remove deleted files from the latest version of every vector table (older versions, and
         the run tags, keep them)."""

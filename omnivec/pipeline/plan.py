@@ -39,6 +39,7 @@ class Plan:
     unchanged: Counter[str] = field(default_factory=Counter)
     deleted: list[Deleted] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
+    solved: list[str] = field(default_factory=list)  # item_ids whose discovery problem is gone
 
     def count(self, kind: str) -> Counter[str]:
         return Counter(w.modality for items in self.work.values() for w in items if w.kind == kind)
@@ -86,6 +87,10 @@ def make_plan(
     for row in items:
         if row["item_id"] not in seen and discovery.owns(row["uri"]):
             plan.deleted.append(Deleted(row["item_id"], row["uri"], row["modality"]))
+    now = {uri for uri, _ in plan.problems}
+    for row in store.read("errors", ["item_id", "uri"], where="stage = 'discover'").to_pylist():
+        if row["uri"] not in now and discovery.owns(row["uri"]):  # a dangling link removed or mended
+            plan.solved.append(row["item_id"])
     return plan
 
 

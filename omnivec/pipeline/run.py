@@ -103,6 +103,7 @@ def finish(ctx: RunContext, committer: Committer, discovery: Discovery, plan: Pl
     committer.flush()
     vector_tables = [t for _, _, t in store.vector_tables()]
     committer.delete(plan.deleted, vector_tables)
+    committer.drop_discovery_errors(plan.solved)
     now = datetime.now(UTC)
     if plan.problems:
         rows: list[dict[str, Any]] = [
