@@ -35,13 +35,17 @@ The drift canary (read-only) is off unless ``--canary``.
     .venv/bin/python benchmarks/crash_soak.py --trials 1 --aim 'merge:items#1@during+0'
 
 Prints a table of kills and trials and a summary line; exits 1 on any mismatch.
+
+The parts live in three files: this one (the corpus, launching and killing the children, the
+trials, the command line, and the search check), ``soak_trace.py`` (the child's tracer and reading
+its trace) and ``soak_compare.py`` (comparing a store with a clean one, and the invariants any store
+must hold).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import random
 import shutil
@@ -49,10 +53,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +63,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+HERE = Path(__file__).resolve().parent  # soak_trace.py, soak_compare.py (this file is loaded by path or run)
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from soak_compare import compare, invariants  # noqa: E402
+from soak_trace import Trace, Tracer, in_flight, install_tracer, read_trace  # noqa: E402
 
 QUERY = "a red circle"
 
@@ -155,158 +164,8 @@ def _png(path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# child: trace the store writes, optionally kill itself at one of them, run the CLI
+# child: run the CLI with the tracer of soak_trace.py installed
 # ----------------------------------------------------------------------------------------------
-
-
-class Tracer:
-    """Appends one line per event to a file (unbuffered, so a SIGKILL loses nothing written):
-    ``B n t kind table`` / ``E n t`` around store writes, ``P+ t name`` / ``P- t name`` around phases."""
-
-    def __init__(self, path: str, die_at: str = "", die_when: str = "during", die_ms: float = 0.0) -> None:
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        self.t0 = time.monotonic()
-        self.seq = 0
-        self.matched = Counter[str]()
-        self.lock = threading.Lock()
-        self.die_at, self.die_when, self.die_ms = die_at, die_when, die_ms
-
-    def emit(self, line: str) -> None:
-        os.write(self.fd, (line + "\n").encode())
-
-    def now(self) -> str:
-        return f"{time.monotonic() - self.t0:.4f}"
-
-    @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        self.emit(f"P+ {self.now()} {name}")
-        yield
-        self.emit(f"P- {self.now()} {name}")
-
-    def _aimed(self, n: int, kind: str, table: str) -> bool:
-        """Whether write ``n`` is the one to die at: ``N`` (the N-th write) or ``kind:table#k`` (the
-        k-th write of that kind on a table whose name starts with ``table``)."""
-        if not self.die_at:
-            return False
-        if self.die_at.isdigit():
-            return n == int(self.die_at)
-        want, _, k = self.die_at.partition("#")
-        w_kind, _, w_table = want.partition(":")
-        if kind == w_kind and table.startswith(w_table):
-            self.matched[want] += 1
-            return self.matched[want] == int(k or 1)
-        return False
-
-    @contextlib.contextmanager
-    def op(self, kind: str, table: str) -> Iterator[None]:
-        with self.lock:
-            self.seq += 1
-            n = self.seq
-            aimed = self._aimed(n, kind, table)
-        self.emit(f"B {n} {self.now()} {kind} {table}")
-        if aimed and self.die_when == "during":
-            threading.Thread(target=self._die_after, args=(self.die_ms / 1000,), daemon=True).start()
-        yield
-        if aimed and self.die_when == "during":
-            # a write shorter than the delay waits here for the kill: it dies at the write's last
-            # instant, never after it (a short write could otherwise end before the killer runs)
-            threading.Event().wait()
-        self.emit(f"E {n} {self.now()}")
-        if aimed and self.die_when == "after":
-            self.die()
-
-    def _die_after(self, seconds: float) -> None:
-        time.sleep(seconds)
-        self.die()
-
-    def die(self) -> None:
-        self.emit(f"K {self.now()}")
-        os.killpg(os.getpgrp(), signal.SIGKILL)
-
-
-def _wrap(owner: Any, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
-    original = getattr(owner, name)
-    setattr(owner, name, make(original))
-
-
-def install_tracer(tracer: Tracer, flush_rows: int = 0) -> None:
-    """Trace every store write (and the phases of a run) of this process."""
-    import lancedb.table
-
-    import omnivec.pipeline.run as run
-    from omnivec.pipeline.commit import Committer
-    from omnivec.store.store import Store
-
-    def write(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        def make(fn: Callable[..., Any]) -> Callable[..., Any]:
-            def traced(self: Any, name: str, *a: Any, **kw: Any) -> Any:
-                with tracer.op(kind, name):
-                    return fn(self, name, *a, **kw)
-            return traced
-        return make
-
-    def ensure(fn: Callable[..., Any]) -> Callable[..., Any]:
-        def traced(self: Any, name: str, *a: Any, **kw: Any) -> Any:
-            if self.table(name) is not None:
-                return fn(self, name, *a, **kw)
-            with tracer.op("create", name):
-                return fn(self, name, *a, **kw)
-        return traced
-
-    def phase(label: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        def make(fn: Callable[..., Any]) -> Callable[..., Any]:
-            def traced(*a: Any, **kw: Any) -> Any:
-                with tracer.phase(label):
-                    return fn(*a, **kw)
-            return traced
-        return make
-
-    def table_op(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        def make(fn: Callable[..., Any]) -> Callable[..., Any]:
-            def traced(self: Any, *a: Any, **kw: Any) -> Any:
-                with tracer.op(kind, self.name):
-                    return fn(self, *a, **kw)
-            return traced
-        return make
-
-    def tag(fn: Callable[..., Any]) -> Callable[..., Any]:
-        def traced(self: Any, tag_name: str, version: int) -> Any:
-            with tracer.op("tag", getattr(self._table, "name", "?")):
-                return fn(self, tag_name, version)
-        return traced
-
-    _wrap(Store, "upsert", write("merge"))
-    _wrap(Store, "delete", write("delete"))
-    _wrap(Store, "refresh_text_index", write("fts-index"))
-    _wrap(Store, "ensure", ensure)
-    _wrap(lancedb.table.LanceTable, "set_unenforced_primary_key", table_op("set-key"))
-    _wrap(lancedb.table.Tags, "create", tag)
-    _wrap(Committer, "flush", phase("commit"))
-    _wrap(Committer, "delete", phase("deletions"))
-    for mod in _run_modules():
-        for fn_name, label in (("prepare", "plan"), ("finish", "finish"), ("update_assets", "assets"),
-                               ("check_drift", "canary"), ("record_run", "run-log+tags"),
-                               ("repair_run_tags", "repair")):
-            if hasattr(mod, fn_name):
-                _wrap(mod, fn_name, phase(label))
-    if flush_rows:
-        init = Committer.__init__
-
-        def small(self: Any, *a: Any, **kw: Any) -> None:
-            init(self, *a, **kw)
-            self.flush_rows = min(self.flush_rows, flush_rows)
-
-        Committer.__init__ = small  # type: ignore[method-assign]
-    del run
-
-
-def _run_modules() -> list[Any]:
-    import omnivec.pipeline.run as run
-
-    mods = [run]
-    if "tasks.ingest" in sys.modules:
-        mods.append(sys.modules["tasks.ingest"])
-    return mods
 
 
 def child_main(argv: list[str]) -> None:
@@ -329,99 +188,8 @@ def child_main(argv: list[str]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# parent: launch, kill, read the trace
+# parent: launch and kill (the trace is read by soak_trace.py)
 # ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Op:
-    n: int
-    begin: float
-    end: float | None
-    kind: str
-    table: str
-    phase: str
-
-
-@dataclass
-class Trace:
-    ops: list[Op] = field(default_factory=list)
-    phases: list[str] = field(default_factory=list)  # open at the end
-    started: float | None = None  # when planning began
-    last: float = 0.0
-    self_killed: bool = False
-
-    @property
-    def open_op(self) -> Op | None:
-        return next((o for o in reversed(self.ops) if o.end is None), None)
-
-    @property
-    def first_write(self) -> float | None:
-        return self.ops[0].begin if self.ops else None
-
-    @property
-    def work_seconds(self) -> float:
-        """From the first store write to the end of the last: the window timed kills are drawn from."""
-        if not self.ops:
-            return self.last - (self.started or 0.0)
-        return max(o.end or o.begin for o in self.ops) - self.ops[0].begin
-
-
-def read_trace(path: Path) -> Trace:
-    tr = Trace()
-    by_n: dict[int, Op] = {}
-    if not path.exists():
-        return tr
-    for line in path.read_text().splitlines():
-        parts = line.split(" ", 4)
-        if not parts or len(parts) < 2:
-            continue
-        tag = parts[0]
-        try:
-            t = float(parts[2] if tag in ("B", "E") else parts[1])
-        except (IndexError, ValueError):
-            continue  # a line cut short by the kill
-        tr.last = max(tr.last, t)
-        if tag == "P+" and len(parts) >= 3:
-            name = parts[2]
-            tr.phases.append(name)
-            if name == "plan" and tr.started is None:
-                tr.started = t
-        elif tag == "P-" and len(parts) >= 3 and parts[2] in tr.phases:
-            del tr.phases[len(tr.phases) - 1 - tr.phases[::-1].index(parts[2])]
-        elif tag == "B" and len(parts) >= 5:
-            op = Op(int(parts[1]), t, None, parts[3], parts[4], tr.phases[-1] if tr.phases else "batches")
-            tr.ops.append(op)
-            by_n[op.n] = op
-        elif tag == "E" and int(parts[1]) in by_n:
-            by_n[int(parts[1])].end = t
-        elif tag == "K":
-            tr.self_killed = True
-    return tr
-
-
-def _short(table: str) -> str:
-    """vectors_clip_0123456789ab -> vectors_clip (the ids make the table wide)."""
-    head, _, tail = table.rpartition("_")
-    return head if len(tail) == 12 and all(c in "0123456789abcdef" for c in tail) else table
-
-
-def in_flight(tr: Trace, finished: bool) -> tuple[str, str]:
-    """(category, description) of what the run was doing when it died."""
-    if finished:
-        return "finished", "finished before the kill"
-    if tr.started is None:
-        return "startup", "starting up (nothing opened yet)"
-    op = tr.open_op
-    where = tr.phases[-1] if tr.phases else "batches"  # between the phases: reading and embedding
-    if op is not None:
-        return "mid-write", f"{op.kind} {_short(op.table)} [{op.phase}]"
-    if not tr.ops:
-        return "before-writes", f"{where}: before the first write"
-    last = tr.ops[-1]
-    if not tr.phases and last.kind == "tag":  # every write done (a flow run takes a while to wind down)
-        return "after-writes", f"exiting: after tag {_short(last.table)}"
-    return "between-writes", f"{where}: after {last.kind} {_short(last.table)}"
 
 
 @dataclass
@@ -532,232 +300,8 @@ def run_killed(ws: Workspace, store: Path, trace: Path, rng: random.Random, flow
 
 
 # ----------------------------------------------------------------------------------------------
-# checks
+# checks (of the store: soak_compare.py; here, the settings and the search check)
 # ----------------------------------------------------------------------------------------------
-
-KEYS = {"items": "item_id", "errors": "error_id", "spaces": "space_id", "runs": "run_id", "assets": "asset_id"}
-VOLATILE = {"run_id", "first_run", "last_run", "created_at", "updated_at", "default_since", "started_at",
-            "ended_at", "seconds"}
-
-
-def key_of(table: str) -> str:
-    if table.startswith("vectors_"):
-        return "vector_id"
-    if table.startswith("assets_"):
-        return "asset_id"
-    return KEYS.get(table, "")
-
-
-def _rows(tbl: Any) -> list[dict[str, Any]]:
-    return tbl.to_arrow().to_pylist()  # type: ignore[no-any-return]
-
-
-def _freeze(v: Any) -> Any:
-    if isinstance(v, list):
-        if v and isinstance(v[0], float):
-            import numpy as np
-
-            return np.asarray(v, dtype=np.float32).tobytes()  # bit for bit
-        return tuple(_freeze(x) for x in v)
-    return v
-
-
-def snapshot(store_path: Path) -> dict[str, dict[str, tuple[Any, ...]]]:
-    """table -> {key: the row's comparable values} for every table but `runs` (its rows are per run)."""
-    import lancedb
-
-    db = lancedb.connect(str(store_path))
-    out: dict[str, dict[str, tuple[Any, ...]]] = {}
-    for name in db.list_tables().tables:
-        if name == "runs":
-            continue
-        try:
-            tbl = db.open_table(name)
-        except Exception:  # noqa: BLE001 - reported by the invariants
-            continue
-        key = key_of(name)
-        cols = [c for c in tbl.schema.names if c not in VOLATILE]
-        out[name] = {str(r[key]): tuple(_freeze(r[c]) for c in cols) for r in _rows(tbl)}
-        out[name]["__columns__"] = tuple(cols)
-    return out
-
-
-def compare(got: Path, want: Path) -> list[str]:
-    """Differences between a store and the reference store (empty when they hold the same)."""
-    import lancedb
-
-    problems: list[str] = []
-    a, b = snapshot(got), snapshot(want)
-    for name in sorted(set(a) | set(b)):
-        if name not in a or name not in b:
-            problems.append(f"table {_short(name)} only in the {'soaked' if name in a else 'clean'} store")
-            continue
-        ta, tb = a[name], b[name]
-        if ta.get("__columns__") != tb.get("__columns__"):
-            problems.append(f"{_short(name)}: columns differ")
-            continue
-        cols = ta["__columns__"]
-        missing, extra = sorted(set(tb) - set(ta)), sorted(set(ta) - set(tb))
-        if missing:
-            problems.append(f"{_short(name)}: {len(missing)} rows lost (e.g. {missing[0]})")
-        if extra:
-            problems.append(f"{_short(name)}: {len(extra)} rows extra (e.g. {extra[0]})")
-        differ = [k for k in ta if k in tb and ta[k] != tb[k] and k != "__columns__"]
-        if differ:
-            k = differ[0]
-            cols_differ = [c for c, x, y in zip(cols, ta[k], tb[k], strict=True) if x != y]
-            problems.append(f"{_short(name)}: {len(differ)} rows differ (e.g. {k}: {', '.join(cols_differ)})")
-    da, db_ = lancedb.connect(str(got)), lancedb.connect(str(want))
-    for name in sorted(set(a) & set(b)):
-        with contextlib.suppress(Exception):
-            sa, sb = da.open_table(name).schema, db_.open_table(name).schema
-            if not sa.equals(sb, check_metadata=True) or \
-                    [f.metadata for f in sa] != [f.metadata for f in sb]:
-                problems.append(f"{_short(name)}: schema or its metadata differs (primary key, recipe)")
-    problems += _compare_text_index(got, want)
-    return problems
-
-
-def _fts_state(store_path: Path) -> dict[str, tuple[bool, int]]:
-    import lancedb
-
-    db = lancedb.connect(str(store_path))
-    out = {}
-    for name in db.list_tables().tables:
-        if not name.startswith("vectors_"):
-            continue
-        with contextlib.suppress(Exception):
-            tbl = db.open_table(name)
-            fts = [i for i in tbl.list_indices() if i.index_type == "FTS"]
-            stats = tbl.index_stats(fts[0].name) if fts else None
-            out[name] = (bool(fts), int(stats.num_unindexed_rows or 0) if stats is not None else -1)
-    return out
-
-
-def _compare_text_index(got: Path, want: Path) -> list[str]:
-    a, b = _fts_state(got), _fts_state(want)
-    out = []
-    for name in sorted(set(a) & set(b)):
-        if a[name][0] != b[name][0]:
-            out.append(f"{_short(name)}: full-text index {'present' if a[name][0] else 'missing'} "
-                       f"(clean run: {'present' if b[name][0] else 'missing'})")
-        elif a[name][0] and a[name][1] != b[name][1]:
-            out.append(f"{_short(name)}: full-text index leaves {a[name][1]} rows unindexed "
-                       f"(clean run: {b[name][1]})")
-    return out
-
-
-def invariants(store_path: Path) -> list[str]:
-    """What must hold in any store, whatever happened to the runs that wrote it."""
-    import lancedb
-
-    problems: list[str] = []
-    db = lancedb.connect(str(store_path))
-    names = list(db.list_tables().tables)
-    tables: dict[str, Any] = {}
-    for name in names:
-        try:
-            tables[name] = db.open_table(name)
-        except Exception as exc:  # noqa: BLE001 - what the user would see
-            problems.append(f"table {_short(name)} is listed but cannot be opened: {str(exc)[:120]}")
-    latest: dict[str, list[dict[str, Any]]] = {}
-    for name, tbl in tables.items():
-        try:
-            latest[name] = _rows(tbl)
-        except Exception as exc:  # noqa: BLE001
-            problems.append(f"table {_short(name)} unreadable at its latest version: {str(exc)[:120]}")
-            continue
-        problems += _duplicates(name, latest[name], "latest")
-        try:
-            tags = tbl.tags.list()
-        except Exception as exc:  # noqa: BLE001
-            problems.append(f"table {_short(name)}: tags unreadable: {str(exc)[:120]}")
-            continue
-        for tag in tags:
-            try:
-                old = db.open_table(name)
-                old.checkout(tag)
-                problems += _duplicates(name, _rows(old), f"tag {tag}")
-            except Exception as exc:  # noqa: BLE001
-                problems.append(f"table {_short(name)} unreadable at tag {tag}: {str(exc)[:120]}")
-    problems += _runs_sane(tables, latest.get("runs", []))
-    problems += _errors_consistent(latest)
-    return problems
-
-
-def _duplicates(name: str, rows: list[dict[str, Any]], where: str) -> list[str]:
-    key = key_of(name)
-    if not key:
-        return []
-    seen = Counter(r[key] for r in rows)
-    dup = [k for k, n in seen.items() if n > 1]
-    return [f"{_short(name)} at {where}: {len(dup)} duplicate keys (e.g. {dup[0]})"] if dup else []
-
-
-def _runs_sane(tables: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
-    out = []
-    if not runs:
-        return ["runs: no completed run recorded"]
-    names = Counter(r["run_name"] for r in runs)
-    out += [f"runs: run name {n} recorded {c} times" for n, c in names.items() if c > 1]
-    out += [f"runs: run {r['run_name']} has status {r['status']}" for r in runs
-            if r["status"] not in ("completed", "restored", "reembed")]
-    tags = {name: tbl.tags.list() for name, tbl in tables.items()}
-    for r in runs:
-        versions = json.loads(r["versions"] or "{}")
-        for table, version in versions.items():
-            if table not in tags or table == "runs":
-                continue
-            have = tags[table].get(r["run_name"])
-            if have is None:
-                out.append(f"runs: run {r['run_name']} is recorded but table {_short(table)} has no tag for it")
-            elif int(have["version"]) != int(version):
-                out.append(f"runs: tag {r['run_name']} of {_short(table)} is version {have['version']}, "
-                           f"the run recorded {version}")
-        if "runs" in tags and r["run_name"] not in tags["runs"]:
-            out.append(f"runs: run {r['run_name']} is recorded but the runs table has no tag for it")
-    return out
-
-
-def _errors_consistent(latest: dict[str, list[dict[str, Any]]]) -> list[str]:
-    out = []
-    items = {r["item_id"]: r for r in latest.get("items", [])}
-    errors = latest.get("errors", [])
-    by_item: dict[str, list[dict[str, Any]]] = {}
-    for e in errors:
-        by_item.setdefault(e["item_id"], []).append(e)
-        if e["stage"] == "discover":
-            continue
-        item = items.get(e["item_id"])
-        if item is None:
-            out.append(f"errors: row {e['error_id']} for a file the items table does not hold ({e['uri']})")
-        elif item["status"] != "error":
-            out.append(f"errors: row for {e['uri']}, whose item is {item['status']}")
-        elif item["content_hash"] != e["content_hash"]:
-            out.append(f"errors: row for {e['uri']} is about other content than the item holds")
-    for item in items.values():
-        if item["status"] == "error" and item["item_id"] not in by_item:
-            out.append(f"items: {item['uri']} failed but has no errors row")
-    space_modalities = {r["table_name"]: set(r["modalities"] or ()) for r in latest.get("spaces", [])}
-    for table, mods in space_modalities.items():
-        rows = latest.get(table, [])
-        have = {r["item_id"] for r in rows}
-        for r in rows:
-            item = items.get(r["item_id"])
-            if item is None:
-                out.append(f"{_short(table)}: vectors of {r['uri']}, which the items table does not hold")
-                break
-            if item["content_hash"] != r["content_hash"]:
-                out.append(f"{_short(table)}: vectors of {r['uri']} are of other content than the item holds")
-                break
-            if item["status"] == "error" and any(e["space"] is None for e in by_item.get(item["item_id"], [])):
-                out.append(f"{_short(table)}: vectors of {r['uri']}, which cannot be read")
-                break
-        lacking = [i["uri"] for i in items.values() if i["status"] == "ok" and i["modality"] in mods
-                   and i["item_id"] not in have]
-        if lacking:
-            out.append(f"{_short(table)}: {len(lacking)} ok items have no vectors (e.g. {lacking[0]})")
-    return out
 
 
 def settings_for(ws: Workspace, store: Path) -> Any:
