@@ -9,7 +9,8 @@ from __future__ import annotations
 import secrets
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import (
@@ -64,8 +65,8 @@ def ingest_flow(sources: list[str], settings: dict[str, Any] | None = None,
         discovery, states, plan = plan_task(ctx, retry_errors)
         committer = Committer(Store(s.store, create=True), tables_of(states))
         total = plan.total_work
-        progress_id = create_progress_artifact(0.0, key="ingest-progress",
-                                               description=f"{total} files to read")
+        progress_id = cast(UUID, create_progress_artifact(0.0, key="ingest-progress",  # sync here
+                                                          description=f"{total} files to read"))
         progress = reporter()
         progress.start(total, "ingest")
         done = 0

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
@@ -58,7 +59,8 @@ def reembed_flow(space: str, model: str, pretrained: str | None = None,
         ctx = new_run(target, [], run_name=flow_run.get_name() or None)
         committer = Committer(Store(s.store), {space: plan.target.table}, write_items=False)
         total = len(plan.work)
-        progress_id = create_progress_artifact(0.0, key="reembed-progress", description=f"{total} items")
+        progress_id = cast(UUID, create_progress_artifact(0.0, key="reembed-progress",  # sync here
+                                                          description=f"{total} items"))
         bar = reporter()
         bar.start(total, f"reembed {space}")
         done = 0
