@@ -10,6 +10,7 @@ RRF scores and each hit lists its rank in every list that found it.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -110,13 +111,18 @@ def _per_file(rows: list[dict[str, Any]], k: int, per_file: bool) -> list[dict[s
     return list(best.values())[:k]
 
 
-def _ranked(run: Any, k: int, per_file: bool) -> list[dict[str, Any]]:
-    """Run a LanceDB query at growing depth until ``k`` distinct files are found (or rows run out)."""
-    fetch = k
+def _ranked(run: Any, k: int, per_file: bool, worse: Callable[[dict[str, Any]], float]) -> list[dict[str, Any]]:
+    """Run a query at growing depth until ``k`` distinct files are found (or rows run out).
+
+    Equal scores (copies of one file have equal vectors) are ordered by uri, then segment, never by
+    where rows happen to sit on disk: a query fetches one row more than it returns, and fetches
+    deeper while that row ties with the last hit, so every row tied with it takes part in the choice.
+    ``worse(row)``: a sort key, lower is better (a distance, or a negated score)."""
+    fetch = k + 1
     while True:
-        rows = run(fetch)
+        rows = sorted(run(fetch), key=lambda r: (worse(r), r["uri"], r["segment"]))
         hits = _per_file(rows, k, per_file)
-        if len(hits) >= k or len(rows) < fetch:
+        if len(rows) < fetch or len(hits) >= k and worse(rows[-1]) > worse(hits[-1]):
             return hits
         fetch *= 4
 
@@ -189,7 +195,8 @@ def search_vector(store: Store, space: str, vector: np.ndarray, k: int = 10, mod
         out = ds.to_table(columns=[*_COLS, "_distance"], nearest=nearest, filter=where, prefilter=where is not None)
         return out.to_pylist()
 
-    return [_hit(r, space, float(1.0 - r["_distance"])) for r in _ranked(run, k, per_file)]
+    hits = _ranked(run, k, per_file, lambda r: float(r["_distance"]))
+    return [_hit(r, space, float(1.0 - r["_distance"])) for r in hits]
 
 
 def search_text_index(store: Store, space: str, query: str, k: int = 10, modality: str | None = None,
@@ -204,7 +211,8 @@ def search_text_index(store: Store, space: str, query: str, k: int = 10, modalit
         return q.select([*_COLS, "_score"]).limit(n).to_list()
 
     try:
-        return [_hit(r, f"fts:{space}", float(r["_score"])) for r in _ranked(run, k, True)]
+        hits = _ranked(run, k, True, lambda r: -float(r["_score"]))
+        return [_hit(r, f"fts:{space}", float(r["_score"])) for r in hits]
     except Exception as exc:  # noqa: BLE001 - no index yet is a user-facing condition
         if "index" in str(exc).lower():
             raise OmnivecError(f"space {space!r} has no full-text index yet",
