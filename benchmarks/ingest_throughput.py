@@ -65,29 +65,18 @@ def cpu_seconds() -> float:
     server is one): less disturbed than wall time by other work on a shared machine."""
     import resource
 
+    from flows.temporary_server import descendants
+
     ru = resource.getrusage(resource.RUSAGE_SELF)
     total = ru.ru_utime + ru.ru_stime
     tick = os.sysconf("SC_CLK_TCK")
-    for pid in _descendants(os.getpid()):
+    for pid in descendants(os.getpid()):
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
         except (OSError, IndexError, ValueError):
             pass
     return total
-
-
-def _descendants(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
-        except OSError:
-            kids = []
-        out += [int(k) for k in kids]
-        todo += [int(k) for k in kids]
-    return out
 
 
 def _share(label: str, flow: list[float], core: list[float], what: str) -> float:

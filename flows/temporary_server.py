@@ -46,7 +46,7 @@ def wanted() -> str:
 def temporary_servers() -> list[int]:
     """Process ids of Prefect API servers that are children (or grandchildren) of this process."""
     found = []
-    for pid in _descendants(os.getpid()):
+    for pid in descendants(os.getpid()):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
@@ -93,7 +93,8 @@ def for_flow_runs() -> Iterator[None]:
         yield
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
+    """Process ids of every child of ``pid`` (started by any of its threads), and theirs, from /proc."""
     out, todo = [], [pid]
     while todo:
         p = todo.pop()
