@@ -96,6 +96,9 @@ class Settings(BaseModel):
     decode_timeout_s: float = Field(
         default=60.0, ge=0, description="longest one file's read, its decode, or one audio window may take "
         "before the file becomes an errors row and its decoder is abandoned (0: no limit)")
+    commit_every_s: float = Field(
+        default=30.0, ge=0, description="longest time batch results wait in memory before they are committed "
+        "(besides every 4096 rows); a killed run loses at most this much work (0: commit after every batch)")
     canary_sample: int = Field(default=4, ge=0, description="stored items per modality re-embedded each run (0: off)")
     canary_tolerance: float = Field(default=0.999, gt=0, le=1, description="lowest cosine the canary accepts")
     asset_weights: dict[str, float] = Field(
