@@ -48,7 +48,7 @@ import pyarrow as pa  # noqa: E402
 SPACE = "bench"
 K = 10
 BATCH_ROWS = 100_000
-DATA_VERSION = 1  # bump when the generator changes: cached tables are then rebuilt
+DATA_VERSION = 2  # bump when the generator changes: cached tables are then rebuilt
 
 
 class Mixture:
@@ -173,6 +173,7 @@ def build(workdir: Path, data: Mixture, n: int, indexed: bool, t0: float) -> tup
     from omnivec.maintenance import maintain_table
     from omnivec.store import Store
     from omnivec.store.schema import vectors_table_name
+    from omnivec.testing import commit_items
 
     folder = workdir / f"store-{data.key()}-r{n}-{'ann' if indexed else 'exact'}-v{DATA_VERSION}"
     marker = folder / "built.json"
@@ -188,7 +189,9 @@ def build(workdir: Path, data: Mixture, n: int, indexed: bool, t0: float) -> tup
     log(f"{n:,} rows: building {name} in {folder}", t0)
     t = time.perf_counter()
     for start, vecs in data.rows(n):
-        tbl.add(batch_table(tbl.schema, start, vecs))
+        batch = batch_table(tbl.schema, start, vecs)
+        tbl.add(batch)
+        commit_items(store, batch)  # search answers only rows an items row commits
         log(f"  wrote {start + len(vecs):,}/{n:,} rows", t0)
     write_s = time.perf_counter() - t
     t = time.perf_counter()

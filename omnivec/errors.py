@@ -43,6 +43,10 @@ class SpaceRetiredError(OmnivecError):
     """The configured model's space was retired: it is kept, but not searched."""
 
 
+class SpaceAbsentError(OmnivecError):
+    """A space searched as of a run, version or time before it had vectors."""
+
+
 class UnknownEncoderError(OmnivecError, KeyError):
     """No encoder is registered under the requested name."""
 

@@ -125,14 +125,39 @@ class Matrix:
         return _pick(rows, scores[rows], n)
 
     def top(self, query: np.ndarray, n: int, modality: str | None, columns: list[str]) -> list[dict[str, Any]]:
-        """The ``n`` best rows (segment >= 0, of ``modality`` if given), best first, with ``_distance``."""
-        chosen, scores = self.best(query, n, modality)
+        """The ``n`` best rows (segment >= 0, of ``modality`` if given), best first, with their cosine
+        (:func:`cosines`) in ``_score``."""
+        chosen, _ = self.best(query, n, modality)
         if not len(chosen):
             return []
         rows = self.dataset.take(chosen.tolist(), columns=columns).to_pylist()
-        for row, s in zip(rows, scores, strict=True):
-            row["_distance"] = float(1.0 - s)
+        for row, s in zip(rows, cosines(self.vectors[chosen], query), strict=True):
+            row["_score"] = float(s)
         return rows
+
+
+def cosines(vectors: Any, query: np.ndarray) -> np.ndarray:
+    """The cosine similarity of each stored vector (rows of a matrix, or a fixed-size-list column) with
+    the query, computed in float64 and rounded to float32: the score every search path reports, so a
+    file scores the same from memory, through Lance's scan, through an ANN index (whose own distance
+    is approximate, and a squared L2 rather than a cosine) and at any as-of version."""
+    import pyarrow as pa
+
+    if isinstance(vectors, pa.ChunkedArray | pa.Array):
+        arr = vectors.combine_chunks() if isinstance(vectors, pa.ChunkedArray) else vectors
+        m = np.asarray(arr.flatten().to_numpy(zero_copy_only=False), dtype=np.float64).reshape(len(arr), -1)
+    else:
+        m = np.asarray(vectors, dtype=np.float64)
+    q = np.asarray(query, dtype=np.float64)
+    if not len(m):
+        return np.empty(0, dtype=np.float32)
+    # row by row (not a BLAS product, whose summation order changes with the number of rows), so a
+    # vector scores the same whichever rows it is fetched with: copies of a file tie exactly
+    dots = (m * q).sum(axis=1)
+    norms = np.sqrt((m * m).sum(axis=1)) * np.sqrt((q * q).sum())
+    # rounded to float32, the vectors' own precision: a file embedded in another batch can differ in
+    # its last bit, which must not break a tie with its copies
+    return (dots / np.maximum(norms, 1e-300)).astype(np.float32)
 
 
 def _pick(cand: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

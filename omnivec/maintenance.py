@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
 
+from omnivec.store.coverage import remove_uncommitted
 from omnivec.store.lock import writer_lock
 from omnivec.store.store import Store
 
@@ -82,6 +83,7 @@ def maintain(uri: str, retention_days: float = DEFAULT_RETENTION_DAYS,
     """Upkeep of every table of a store; returns what changed, table by table."""
     with writer_lock(Store(uri).uri, "maintain", on_wait=logging.getLogger("omnivec").warning):
         store = Store(uri)
+        remove_uncommitted(store)  # vectors a killed run wrote without their items rows
         retention = timedelta(days=retention_days)
         out = []
         for name in store.table_names():

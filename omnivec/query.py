@@ -16,14 +16,17 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from omnivec.config import Settings, load_settings
 from omnivec.encoders import encoder_class, load_encoder
-from omnivec.errors import DecodeError, OmnivecError, SpaceMismatchError, SpaceRetiredError
+from omnivec.errors import DecodeError, OmnivecError, SpaceAbsentError, SpaceMismatchError, SpaceRetiredError
+from omnivec.exact import cosines
 from omnivec.filters import parse_filters, to_sql
 from omnivec.fusion import rrf
 from omnivec.media import decode_image, read_file
 from omnivec.pipeline.spaces import resolve_spaces
+from omnivec.store.coverage import Committed, committed, items_as_of
 from omnivec.store.datasets import dataset
 from omnivec.store.history import check_run, open_as_of, parse_as_of
 from omnivec.store.schema import vectors_table_name
@@ -31,7 +34,8 @@ from omnivec.store.store import Store
 
 MODALITY_FILTERS = ("image", "text", "audio")
 FTS_COLUMN = "text"
-_COLS = ["item_id", "uri", "modality", "segment", "char_start", "char_end", "start_s", "end_s", "text"]
+_COLS = ["item_id", "uri", "modality", "segment", "char_start", "char_end", "start_s", "end_s", "text",
+         "content_hash"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +78,8 @@ def space_table(store: Store, space: str, space_id: str | None = None,
     if name is not None and as_of is not None:
         tbl = open_as_of(store, name, as_of)
         if tbl is None:
-            raise OmnivecError(f"space {space!r} {space_id} had no vectors as of {as_of}")
+            raise SpaceAbsentError(f"space {space!r} {space_id} had no vectors as of {as_of}",
+                               ["search a later run, version or time (`omnivec runs` lists them)"])
         return tbl, space_id or ""
     tbl = store.table(name) if name else None
     if tbl is not None:
@@ -111,18 +116,22 @@ def _per_file(rows: list[dict[str, Any]], k: int, per_file: bool) -> list[dict[s
     return list(best.values())[:k]
 
 
-def _ranked(run: Any, k: int, per_file: bool, worse: Callable[[dict[str, Any]], float]) -> list[dict[str, Any]]:
+def _ranked(run: Any, k: int, per_file: bool, worse: Callable[[dict[str, Any]], float],
+            keep: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
     """Run a query at growing depth until ``k`` distinct files are found (or rows run out).
 
     Equal scores (copies of one file have equal vectors) are ordered by uri, then segment, never by
     where rows happen to sit on disk: a query fetches one row more than it returns, and fetches
     deeper while that row ties with the last hit, so every row tied with it takes part in the choice.
-    ``worse(row)``: a sort key, lower is better (a distance, or a negated score)."""
+    ``worse(row)``: a sort key, lower is better (a distance, or a negated score). ``keep`` drops rows
+    that must not be answered (vectors no `items` row commits); the depth grows past them."""
     fetch = k + 1
     while True:
-        rows = sorted(run(fetch), key=lambda r: (worse(r), r["uri"], r["segment"]))
+        got = run(fetch)
+        rows = keep(got) if keep is not None else got
+        rows = sorted(rows, key=lambda r: (worse(r), r["uri"], r["segment"]))
         hits = _per_file(rows, k, per_file)
-        if len(rows) < fetch or len(hits) >= k and worse(rows[-1]) > worse(hits[-1]):
+        if len(got) < fetch or len(hits) >= k and worse(rows[-1]) > worse(hits[-1]):
             return hits
         fetch *= 4
 
@@ -161,8 +170,10 @@ def search_vector(store: Store, space: str, vector: np.ndarray, k: int = 10, mod
                   as_of: int | str | datetime | None = None, ann: AnnParams | None = None) -> list[Hit]:
     """Cosine top-k over one space's chunks and windows (each file once, by its best segment).
 
-    Exact on a table without a vector index; on an indexed one, approximate with ``ann`` (default
-    :data:`ANN_DEFAULTS`).
+    Exact on a table without a vector index; on an indexed one, the candidates come from the index
+    (``ann``, default :data:`ANN_DEFAULTS`) and are scored again exactly from their stored vectors, so a
+    score is always the cosine similarity, whatever the index computes. Only committed rows are
+    answered (their file's `items` row covers them: see :mod:`omnivec.store.coverage`).
     """
     tbl, sid = space_table(store, space, space_id, as_of)
     where: str | None = _where(modality, where_sql)
@@ -172,6 +183,7 @@ def search_vector(store: Store, space: str, vector: np.ndarray, k: int = 10, mod
     params = (ann or ANN_DEFAULTS) if indexed else None
     if indexed and all_segments and modality is None and not where_sql:
         where = None  # it would keep every row, and a prefilter slows the index search (~45 ms at 1M rows)
+    covered = _committed(store, tbl, as_of)
 
     matrix = None
     if not indexed and as_of is None and not where_sql:
@@ -183,7 +195,7 @@ def search_vector(store: Store, space: str, vector: np.ndarray, k: int = 10, mod
 
     def run(n: int) -> list[dict[str, Any]]:
         if matrix is not None:
-            return matrix.top(vec, n, modality, _COLS)
+            return matrix.top(vec, n, modality, _COLS)  # with "_score"
         nearest: dict[str, Any] = {"column": "vector", "q": vec, "k": n, "metric": "cosine"}
         if params is not None:
             if params.nprobes:
@@ -192,11 +204,24 @@ def search_vector(store: Store, space: str, vector: np.ndarray, k: int = 10, mod
                 nearest["refine_factor"] = params.refine_factor
             if params.ef:  # Lance refuses an ef below the number of candidates it is asked for
                 nearest["ef"] = max(params.ef, n * (params.refine_factor or 1))
-        out = ds.to_table(columns=[*_COLS, "_distance"], nearest=nearest, filter=where, prefilter=where is not None)
-        return out.to_pylist()
+        out = ds.to_table(columns=[*_COLS, "vector", "_distance"], nearest=nearest, filter=where,
+                          prefilter=where is not None)
+        scores = cosines(out.column("vector"), vec)  # an index's distance is approximate, and not a cosine
+        rows = out.drop_columns(["vector", "_distance"]).to_pylist()
+        for row, score in zip(rows, scores, strict=True):
+            row["_score"] = float(score)
+        return rows
 
-    hits = _ranked(run, k, per_file, lambda r: float(r["_distance"]))
-    return [_hit(r, space, float(1.0 - r["_distance"])) for r in hits]
+    hits = _ranked(run, k, per_file, lambda r: -r["_score"], covered.keep)
+    return [_hit(r, space, r["_score"]) for r in hits]
+
+
+def _committed(store: Store, tbl: Any, as_of: int | str | datetime | None) -> Committed:
+    """What the `items` table commits, in the state that goes with the vector table ``tbl``."""
+    items = items_as_of(store, tbl, as_of)
+    if items is None:
+        return Committed(pa.array([], pa.string()), pa.array([], pa.string()))
+    return committed(items)
 
 
 def search_text_index(store: Store, space: str, query: str, k: int = 10, modality: str | None = None,
@@ -205,13 +230,14 @@ def search_text_index(store: Store, space: str, query: str, k: int = 10, modalit
     """BM25 full-text search over a space's text chunks (needs its full-text index)."""
     tbl, _ = space_table(store, space, space_id, as_of)
     where = _where(modality, where_sql)
+    covered = _committed(store, tbl, as_of)
 
     def run(n: int) -> list[dict[str, Any]]:
         q = tbl.search(query, query_type="fts", fts_columns=FTS_COLUMN).where(where, prefilter=True)
         return q.select([*_COLS, "_score"]).limit(n).to_list()
 
     try:
-        hits = _ranked(run, k, True, lambda r: -float(r["_score"]))
+        hits = _ranked(run, k, True, lambda r: -float(r["_score"]), covered.keep)
         return [_hit(r, f"fts:{space}", float(r["_score"])) for r in hits]
     except Exception as exc:  # noqa: BLE001 - no index yet is a user-facing condition
         if "index" in str(exc).lower():
@@ -311,18 +337,19 @@ def search(query: str | None = None, *, image: str | os.PathLike[str] | None = N
     if isinstance(when, str):
         check_run(st, when)
     ids: dict[str, str] = {}
-    retired: list[SpaceRetiredError] = []
+    left_out: list[OmnivecError] = []
     for name in spaces:
         try:
-            vector, ids[name] = encode_query(st, name, settings, query, image, audio)
-        except SpaceRetiredError as exc:
+            vector, sid = encode_query(st, name, settings, query, image, audio)
+            lists[name] = search_vector(st, name, vector, k, modality, per_file, where_sql, sid, when)
+        except (SpaceRetiredError, SpaceAbsentError) as exc:
             if space is not None:
                 raise
-            retired.append(exc)  # searching every space: a retired one is simply left out
+            left_out.append(exc)  # searching every space: a retired one, or one created later, is left out
             continue
-        lists[name] = search_vector(st, name, vector, k, modality, per_file, where_sql, ids[name], when)
-    if not ids and retired:
-        raise retired[0]
+        ids[name] = sid
+    if not ids and left_out:
+        raise left_out[0]
     spaces = [n for n in spaces if n in ids]
     if hybrid and query is not None:
         for name in spaces:

@@ -13,7 +13,7 @@ from omnivec.encoders import encoder_class
 from omnivec.errors import OmnivecError
 from omnivec.fusion import rrf
 from omnivec.pipeline.spaces import resolve_spaces
-from omnivec.query import encode_query
+from omnivec.query import cosines, encode_query
 from omnivec.store.schema import asset_table_name
 from omnivec.store.store import Store
 
@@ -58,20 +58,25 @@ def search_assets(query: str | None = None, *, image: str | os.PathLike[str] | N
         tbl: Any = st.table(asset_table_name(name, space_id))
         if tbl is None:
             continue
-        rows = tbl.search(np.asarray(vec, dtype=np.float32)).distance_type("cosine") \
-            .select(["asset_id", "key", "_distance"]).limit(k).to_list()
-        lists[name] = rows
+        q = np.asarray(vec, dtype=np.float32)
+        found = tbl.search(q).distance_type("cosine").select(["asset_id", "key", "vector", "_distance"]) \
+            .limit(k).to_arrow()
+        scores = cosines(found.column("vector"), q)  # an ANN index's distance is neither exact nor a cosine
+        rows = found.select(["asset_id", "key"]).to_pylist()
+        for row, score in zip(rows, scores, strict=True):
+            row["_score"] = float(score)
+        lists[name] = sorted(rows, key=lambda r: (-r["_score"], r["key"]))
     if not lists:
         raise OmnivecError(f"store {st.uri} has no asset vectors a {qmod} query can search",
                            ["group files into assets (same folder + same stem, or a manifest) and ingest them"])
     if len(lists) == 1:
         name, rows = next(iter(lists.items()))
-        return [AssetHit(r["asset_id"], r["key"], 1.0 - r["_distance"], name, members.get(r["asset_id"], []),
-                         {name: i}, {name: 1.0 - r["_distance"]}) for i, r in enumerate(rows, 1)]
+        return [AssetHit(r["asset_id"], r["key"], r["_score"], name, members.get(r["asset_id"], []),
+                         {name: i}, {name: r["_score"]}) for i, r in enumerate(rows, 1)]
     by = {n: {r["asset_id"]: r for r in rows} for n, rows in lists.items()}
     out = []
     for asset_id, score, ranks in rrf({n: [r["asset_id"] for r in rows] for n, rows in lists.items()})[:k]:
         best = min(ranks, key=lambda n: (ranks[n], n))
         out.append(AssetHit(asset_id, by[best][asset_id]["key"], score, best, members.get(asset_id, []),
-                            dict(ranks), {n: 1.0 - by[n][asset_id]["_distance"] for n in ranks}))
+                            dict(ranks), {n: by[n][asset_id]["_score"] for n in ranks}))
     return out

@@ -94,3 +94,29 @@ def make_tiny_clap(folder: str | Path, seed: int = 0, size: str = "tiny") -> Pat
         f.unlink()
     tok_dir.rmdir()
     return folder
+
+
+def commit_items(store: object, vectors: object) -> None:
+    """Write the `items` rows that commit vector rows written straight into a vector table (tests and
+    benchmarks that fill tables with synthetic vectors): search answers only rows whose item_id and
+    content_hash an `items` row holds (see :mod:`omnivec.store.coverage`)."""
+    from datetime import UTC, datetime
+
+    import pyarrow as pa
+
+    from omnivec.store.schema import ITEMS
+
+    t = vectors if isinstance(vectors, pa.Table) else pa.Table.from_pylist(list(vectors))  # type: ignore[call-overload]
+    first: dict[str, int] = {}
+    for i, item_id in enumerate(t.column("item_id").to_pylist()):
+        first.setdefault(item_id, i)
+    t = t.select(["item_id", "uri", "modality", "content_hash"]).take(list(first.values()))  # one row per item
+    n = t.num_rows
+    rows = t.append_column("size", pa.array([1] * n, pa.int64())) \
+        .append_column("mtime_ns", pa.array([0] * n, pa.int64())) \
+        .append_column("status", pa.array(["ok"] * n)) \
+        .append_column("first_run", pa.array(["synthetic"] * n)) \
+        .append_column("last_run", pa.array(["synthetic"] * n)) \
+        .append_column("updated_at", pa.array([datetime.now(UTC)] * n, pa.timestamp("us", tz="UTC")))
+    for start in range(0, n, 100_000):
+        store.upsert("items", rows.slice(start, 100_000).select(ITEMS.names).cast(ITEMS))  # type: ignore[attr-defined]

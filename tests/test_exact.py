@@ -10,6 +10,7 @@ from conftest import vtable
 from omnivec.exact import CACHE
 from omnivec.query import search_vector
 from omnivec.store import Store
+from omnivec.testing import commit_items
 
 
 def _fill(store: Store, table: str, n: int, seed: int) -> np.ndarray:
@@ -29,6 +30,7 @@ def _fill(store: Store, table: str, n: int, seed: int) -> np.ndarray:
         rows.append(r)
     tbl.delete("true")
     tbl.add(pa.Table.from_pylist(rows, schema=tbl.schema))
+    commit_items(store, rows)
     return vecs
 
 
@@ -78,6 +80,7 @@ def test_a_new_version_is_seen_by_the_next_query(filled, monkeypatch):
     row = tbl.search().where("segment = 0").limit(1).to_list()[0]
     row.update(item_id="f" * 32, vector_id="f" * 32 + ":0", uri="/data/new.x", vector=q.tolist())
     tbl.add(pa.Table.from_pylist([row], schema=tbl.schema))
+    commit_items(store, [row])
     hits = search_vector(store, "clip", q, k=3)
     assert hits[0].uri == "/data/new.x" and hits[0].score == pytest.approx(1.0, abs=1e-6)
 
@@ -111,6 +114,7 @@ def _near_ties(store: Store, table: str, n: int, seed: int) -> None:
         rows.append(r)
     tbl.delete("true")
     tbl.add(pa.Table.from_pylist(rows, schema=tbl.schema))
+    commit_items(store, rows)
 
 
 def _matrix(store: Store, table: str, monkeypatch, mode: str):  # type: ignore[no-untyped-def]

@@ -150,3 +150,18 @@ def test_drift_canary_is_quiet_then_fires_when_preprocessing_changes_behind_the_
     assert "Drift canary" in second.to_markdown()
     quiet = ingest([str(corpus)], settings.model_copy(update={"canary_sample": 0}))
     assert quiet.drift == {}
+
+
+def test_as_of_before_a_space_existed_answers_from_the_spaces_of_then(settings, av_settings, corpus):
+    first = ingest([str(corpus)], settings.model_copy(update={"store": av_settings.store}))  # clip only
+    ingest([str(corpus)], av_settings)  # the clap space is added: its table is created now
+    store = Store(av_settings.store)
+    assert {name for name, _, _ in store.vector_tables()} == {"clip", "clap"}
+
+    now = search("a red circle", k=30, settings=av_settings)
+    assert "clap" in {n for h in now for n in h.ranks}
+    then = search("a red circle", k=30, settings=av_settings, as_of=first.run_name)
+    assert len(then) == 24 and {n for h in then for n in h.ranks} == {"clip"}
+    assert then == search("a red circle", k=30, space="clip", settings=av_settings, as_of=first.run_name)
+    with pytest.raises(OmnivecError, match="had no vectors as of"):
+        search("a red circle", space="clap", settings=av_settings, as_of=first.run_name)

@@ -22,6 +22,7 @@ from omnivec.config import Settings
 from omnivec.errors import ConfigError, ModelUnavailableError
 from omnivec.pipeline.plan import WorkItem
 from omnivec.pipeline.spaces import SpaceState, load_spaces, register_spaces
+from omnivec.store.coverage import remove_uncommitted
 from omnivec.store.history import record_run
 from omnivec.store.lock import writer_lock
 from omnivec.store.schema import ERRORS
@@ -52,6 +53,7 @@ def plan_reembed(settings: Settings, space: str) -> ReembedPlan:
     """Load the target model (``settings`` from :func:`target_settings`), register its space and list
     the stored items it still lacks."""
     store = Store(settings.store)
+    remove_uncommitted(store)  # left by a writer killed between its vector and its items writes
     state = load_spaces(settings)[space]
     if state.unavailable:
         raise ModelUnavailableError(state.unavailable)

@@ -28,6 +28,7 @@ from omnivec.pipeline.report import RunReport
 from omnivec.pipeline.spaces import SpaceState, identify_spaces, load_deferred, register_spaces, resolve_spaces
 from omnivec.progress import reporter
 from omnivec.sources import Discovery, discover, item_id_for, modality_for
+from omnivec.store.coverage import remove_uncommitted
 from omnivec.store.history import record_run, repair_run_tags
 from omnivec.store.lock import writer_lock
 from omnivec.store.schema import ERRORS
@@ -65,6 +66,7 @@ def prepare(ctx: RunContext, retry_errors: bool = False) -> tuple[Discovery, dic
     store = Store(s.store, create=True)
     store.remove_unfinished_tables()  # left by a run killed while creating a table
     repair_run_tags(store)  # a run killed while tagging: complete its tags before anything moves on
+    remove_uncommitted(store)  # vectors a killed run wrote without their items rows
     discovery = discover(ctx.sources, s.include, s.exclude, s.include_hidden)
     states, deferred = identify_spaces(s)
     plan = make_plan(discovery, store, states, retry_errors)

@@ -22,7 +22,7 @@ _RUN = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,127}$")
 def parse_as_of(value: str) -> int | str | datetime:
     """``RUN`` (a tag), ``VERSION`` (an integer) or an ISO-8601 time (naive means UTC)."""
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit also takes "²" and other digits int() refuses
         return int(value)
     try:
         t = datetime.fromisoformat(value)
