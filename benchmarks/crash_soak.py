@@ -49,11 +49,11 @@ The drift canary (read-only) is off unless ``--canary``.
 
 Prints a table of kills and trials and a summary line; exits 1 on any mismatch.
 
-The parts live in four files: this one (the corpus, launching and killing the children, the
-trials, the command line, and the search check), ``soak_trace.py`` (the child's tracer and reading
-its trace), ``soak_compare.py`` (comparing a store with a clean one, and the invariants any store
-must hold) and ``soak_targets.py`` (maintain, reembed and restore as targets, and the checks right
-after a kill).
+The parts live in five files: this one (launching and killing the children, the trials, the
+command line), ``soak_corpus.py`` (the corpus, version 1 and 2), ``soak_trace.py`` (the child's
+tracer and reading its trace), ``soak_compare.py`` (comparing a store with a clean one, the
+invariants any store must hold, the searches, and the checks right after a kill) and
+``soak_targets.py`` (maintain, reembed and restore as targets).
 """
 
 from __future__ import annotations
@@ -82,102 +82,10 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import soak_targets  # noqa: E402
-from soak_compare import compare, invariants  # noqa: E402
+from soak_compare import QUERY, check, check_killed, compare, ingest_here, invariants, settings_for  # noqa: E402, F401
+from soak_corpus import build_corpus, mutate_corpus  # noqa: E402
 from soak_targets import TARGETS  # noqa: E402
 from soak_trace import Trace, Tracer, in_flight, install_tracer, read_trace  # noqa: E402
-
-QUERY = "a red circle"
-
-# ----------------------------------------------------------------------------------------------
-# corpus
-# ----------------------------------------------------------------------------------------------
-
-LONG_TEXT = ("The river bends around the old mill, where the wheel still turns in spring. "
-             "Children fish from the stone bridge and herons wait in the reeds. ") * 12
-
-
-def build_corpus(root: Path, notes: int = 60, audio: bool = True) -> Path:
-    """Version 1 of the soak corpus: the sample corpus (shape images, texts, sounds), the bad-file
-    corpus (empty, truncated, random, mislabelled, latin-1, bomb), ``notes`` short notes, two long
-    texts (several chunks each), assets by stem, and a dangling link (a discovery error)."""
-    from omnivec.sample import build_sample_corpus, tone, write_sample_audio
-    from tests.fixtures.bad_files import good_jpeg, write_bad_corpus
-
-    build_sample_corpus(root, audio=False)
-    if audio:
-        audio_dir = root / "audio"
-        write_sample_audio(audio_dir)
-        for f in audio_dir.iterdir():  # keep the soak quick: the 12 s file and speech are left out
-            if f.name.startswith(("tone-then-noise", "speech")):
-                f.unlink()
-    write_bad_corpus(root / "bad")
-    (root / "notes").mkdir(exist_ok=True)
-    for i in range(notes):
-        (root / "notes" / f"note-{i:03d}.txt").write_text(f"note {i}: about topic {i % 11}, item {i * 7 % 13}")
-    (root / "long").mkdir(exist_ok=True)
-    (root / "long" / "river.txt").write_text(LONG_TEXT)
-    (root / "long" / "mill.txt").write_text(LONG_TEXT.replace("river", "canal") + " The end.")
-    pairs = root / "pairs"
-    pairs.mkdir(exist_ok=True)
-    for i, colour in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]):
-        (pairs / f"pair-{i}.jpg").write_bytes(good_jpeg(colour))
-        (pairs / f"pair-{i}.txt").write_text(f"the caption of pair {i}")
-    if audio:
-        import soundfile as sf
-
-        sf.write(pairs / "pair-0.wav", tone(330, 2), 22050)
-    os.symlink(root / "nowhere.jpg", root / "dangling.jpg")
-    return root
-
-
-def mutate_corpus(root: Path) -> list[str]:
-    """Version 2: deletions, content changes, additions, a bad file fixed, a good file broken, a
-    touched file (new mtime, same bytes), an asset losing a member. Returns what changed."""
-    from tests.fixtures.bad_files import good_jpeg
-
-    later = time.time() + 5
-    done: list[str] = []
-
-    def stamp(p: Path) -> None:
-        os.utime(p, (later, later))
-
-    for rel in ("texts/dogs.txt", "notes/note-003.txt", "notes/note-004.txt", "pairs/pair-1.txt",
-                "audio/noise.flac"):
-        p = root / rel
-        if p.exists():
-            p.unlink()
-            done.append(f"deleted {rel}")
-    for rel, text in (("texts/ocean.txt", "Storm waves break on the harbour wall all night long."),
-                      ("notes/note-010.txt", "note 10, rewritten: " + LONG_TEXT[:400]),
-                      ("long/mill.txt", LONG_TEXT[:300])):
-        (root / rel).write_text(text)
-        stamp(root / rel)
-        done.append(f"changed {rel}")
-    img = next(p for p in sorted((root / "images").iterdir()) if p.name.startswith("blue-"))
-    img.write_bytes(good_jpeg((10, 120, 240))) if img.suffix == ".jpg" else _png(img)
-    stamp(img)
-    done.append(f"changed images/{img.name}")
-    for i in range(3):
-        (root / "notes" / f"added-{i}.txt").write_text(f"a note added later, number {i}")
-        done.append(f"added notes/added-{i}.txt")
-    (root / "images" / "added.jpg").write_bytes(good_jpeg((90, 90, 90)))
-    (root / "bad" / "latin1.txt").write_text("café au lait, now in UTF-8", encoding="utf-8")
-    stamp(root / "bad" / "latin1.txt")
-    done.append("fixed bad/latin1.txt")
-    good = root / "bad" / "good.png"
-    good.write_bytes(good.read_bytes()[:40])
-    stamp(good)
-    done.append("broke bad/good.png")
-    stamp(root / "texts" / "cooking.txt")
-    done.append("touched texts/cooking.txt")
-    return done
-
-
-def _png(path: Path) -> None:
-    from PIL import Image
-
-    Image.new("RGB", (50, 30), (10, 120, 240)).save(path, "PNG")
-
 
 # ----------------------------------------------------------------------------------------------
 # child: run the CLI with the tracer of soak_trace.py installed
@@ -330,90 +238,6 @@ def run_killed(ws: Workspace, store: Path, trace: Path, rng: random.Random, flow
             break
         time.sleep(0.01)
     return finish_child(proc, trace, t0, point)
-
-
-# ----------------------------------------------------------------------------------------------
-# checks (of the store: soak_compare.py; here, the settings and the search check)
-# ----------------------------------------------------------------------------------------------
-
-
-def settings_for(ws: Workspace, store: Path) -> Any:
-    """The settings the soaked command line amounts to (for runs and searches in this process)."""
-    from omnivec.config import load_settings
-
-    clap = {"model": str(ws.clap)} if ws.clap else {"enabled": False}
-    spaces = {"clip": {"model": f"local-dir:{ws.clip}"}, "clap": clap, "text": {"enabled": False}}
-    return load_settings(overrides={"store": str(store), "spaces": spaces, "batch_size": ws.batch_size,
-                                    "workers": 2, **({} if ws.canary else {"canary_sample": 0})}, env={})
-
-
-def ingest_here(ws: Workspace, store: Path) -> Any:
-    """The same ingest as the command line's, in this process (no trace, one commit per 4096 rows)."""
-    from omnivec.pipeline.run import ingest
-
-    return ingest([str(ws.corpus)], settings_for(ws, store))
-
-
-def search_lists(ws: Workspace, store: Path) -> dict[str, list[tuple[str, float]]]:
-    """The ranked lists a hybrid search fuses (cosine top-k and BM25 top-k per space), after checking
-    that the fused search, and a search as of the last run's tag, work."""
-    from omnivec.query import encode_query, search, search_text_index, search_vector
-    from omnivec.store import Store
-
-    s, st = settings_for(ws, store), Store(str(store))
-    search(QUERY, k=10, hybrid=True, settings=s)
-    runs = sorted(st.read("runs", ["run_name", "ended_at"]).to_pylist(), key=lambda r: r["ended_at"])
-    search(QUERY, k=5, as_of=runs[-1]["run_name"], settings=s)
-    out = {}
-    for space in ("clip", "clap") if ws.clap else ("clip",):
-        vec, _ = encode_query(st, space, s, QUERY, None, None)
-        out[space] = [(h.uri, round(h.score, 6)) for h in search_vector(st, space, vec, k=10)]
-        out[f"fts:{space}"] = [(h.uri, round(h.score, 4)) for h in search_text_index(st, space, QUERY, k=10)]
-    return out
-
-
-def same_ranking(a: list[tuple[str, float]], b: list[tuple[str, float]]) -> bool:
-    """Equal up to the order among equal scores and, at the cut, which of the tied hits are kept.
-    Ties are ordered by where rows lie in the table's files, which differs between a store that a
-    resumed run wrote and a clean one (as it does after compaction); scores and everything above the
-    lowest score must agree."""
-    if [x for _, x in a] != [x for _, x in b]:
-        return False
-    low = a[-1][1] if a else None
-    above_a = Counter((u, x) for u, x in a if x != low)
-    above_b = Counter((u, x) for u, x in b if x != low)
-    return above_a == above_b
-
-
-def check(ws: Workspace, got: Path, want: Path, scenario: str = "fresh") -> list[str]:
-    """What is wrong with a store that a killed and then finished run of ``scenario`` left, against
-    the store a clean run of it left (see soak_targets.py for maintain, reembed and restore)."""
-    problems = invariants(got) + compare(got, want)
-    if scenario == "maintain":
-        problems += soak_targets.same_indices(got, want)
-    if scenario == "restore":
-        problems += soak_targets.equal_to_tag(got, ws.restore_to)
-    try:
-        mine, clean = search_lists(ws, got), search_lists(ws, want)
-        for name in sorted(clean):
-            if not same_ranking(mine.get(name, []), clean[name]):
-                problems.append(f"search {QUERY!r} in {name} ranks other hits than on the clean store")
-    except Exception as exc:  # noqa: BLE001
-        problems.append(f"search fails: {type(exc).__name__}: {str(exc)[:160]}")
-    return problems
-
-
-def check_killed(ws: Workspace, store: Path, launch: Launch, rng: random.Random) -> list[str]:
-    """Right after a killed ingest, before any recovery: no search hit without its `items` row; and
-    after a kill between vectors and items, the next writer (another folder's ingest, or maintain,
-    on a copy) leaves no vector row that no `items` row covers."""
-    if not launch.killed:
-        return []
-    problems = soak_targets.ghost_hits(store, settings_for(ws, store), QUERY)
-    if launch.window:
-        how = rng.choice(("ingest", "maintain"))
-        problems += soak_targets.next_writer_cleans(store, lambda p: settings_for(ws, p), ws.other, how)
-    return [f"after kill ({launch.point}): {p}" for p in problems]
 
 
 # ----------------------------------------------------------------------------------------------
