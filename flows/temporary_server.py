@@ -1,4 +1,4 @@
-"""CPU priority of the temporary Prefect API server that runs beside the ingest.
+"""The temporary Prefect API server that runs beside the ingest: its CPU priority, and its end with the command.
 
 With no ``PREFECT_API_URL``, Prefect starts a temporary API server as a child process of the command
 (``prefect_test_harness`` does the same). It shares the machine's cores with the model: ~20 ms of CPU
