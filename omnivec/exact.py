@@ -145,7 +145,7 @@ def cosines(vectors: Any, query: np.ndarray) -> np.ndarray:
 
     if isinstance(vectors, pa.ChunkedArray | pa.Array):
         arr = vectors.combine_chunks() if isinstance(vectors, pa.ChunkedArray) else vectors
-        m = np.asarray(arr.flatten().to_numpy(zero_copy_only=False), dtype=np.float64).reshape(len(arr), -1)
+        m = np.asarray(arr.flatten().to_numpy(zero_copy_only=False), dtype=np.float64).reshape(len(arr), len(query))
     else:
         m = np.asarray(vectors, dtype=np.float64)
     q = np.asarray(query, dtype=np.float64)
