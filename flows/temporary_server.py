@@ -143,6 +143,7 @@ def apply(logger: object) -> None:
 # ----------------------------------------------------------------------------------------------
 
 GRACE_S = 5.0  # from SIGTERM to SIGKILL
+SERVER_MODULE = "prefect.server.api.server"  # where Prefect's temporary server is started
 # server pid -> (the write end of its watchdog's pipe, held here only; the watchdog, reaped when it ends)
 _watched: dict[int, tuple[int, subprocess.Popen[bytes]]] = {}
 
@@ -151,6 +152,10 @@ def install() -> None:
     """Give every temporary server Prefect starts from now on a watchdog, as soon as it is started."""
     if not hasattr(os, "pidfd_open"):
         return
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value() and SERVER_MODULE not in sys.modules:
+        return  # a server of the user's: Prefect starts none here (and that module takes seconds to import)
     from prefect.server.api.server import SubprocessASGIServer
 
     start = getattr(SubprocessASGIServer, "_run_uvicorn_command", None)

@@ -228,3 +228,13 @@ def test_the_watchdog_leaves_when_the_server_ends_first(monkeypatch):
     server.wait()
     assert dog.wait(timeout=10) == 0
     os.close(write_end)
+
+
+def test_against_a_server_of_ones_own_nothing_is_watched_or_imported(monkeypatch):
+    """Prefect starts no temporary server then, and its server module costs seconds to import."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.delitem(sys.modules, temporary_server.SERVER_MODULE, raising=False)
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        temporary_server.install()
+    assert temporary_server.SERVER_MODULE not in sys.modules
