@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
 from conftest import make_settings
 from omnivec.config import load_settings
@@ -52,7 +53,11 @@ def test_a_flush_is_due_once_the_interval_has_passed_with_something_buffered(tmp
     assert store.count("items") == 3 and committer.pending_items == 0
 
 
-def test_a_run_with_a_short_interval_commits_many_times(tmp_path, tiny_clip_dir):
+@pytest.mark.parametrize("path", ["local", pytest.param("flow", marks=pytest.mark.flow)])
+def test_a_run_with_a_short_interval_commits_many_times(path, request, tmp_path, tiny_clip_dir):
+    if path == "flow":
+        request.getfixturevalue("prefect_harness")
+        from flows.ingest import ingest_flow
     docs = tmp_path / "docs"
     docs.mkdir()
     for i in range(12):
@@ -61,7 +66,8 @@ def test_a_run_with_a_short_interval_commits_many_times(tmp_path, tiny_clip_dir)
     for every in (30.0, 0.0):
         s = make_settings(tmp_path / f"store-{every}", tiny_clip_dir, batch_size=2, workers=1, commit_every_s=every)
         assert s.commit_every_s == every
-        report = ingest([str(docs)], s)
+        report = ingest([str(docs)], s) if path == "local" else ingest_flow(sources=[str(docs)],
+                                                                            settings=s.model_dump())
         assert report.counts["text"]["new"] == 12
         versions[every] = len(Store(s.store).table("items").list_versions())
     # 6 batches: one commit at the end with the default interval, one per batch with 0
@@ -71,8 +77,6 @@ def test_a_run_with_a_short_interval_commits_many_times(tmp_path, tiny_clip_dir)
 def test_the_setting_comes_from_the_environment_and_is_checked(tmp_path):
     assert load_settings(env={"OMNIVEC_COMMIT_EVERY_S": "2.5"}).commit_every_s == 2.5
     assert load_settings(env={}).commit_every_s == 30.0
-    import pytest
-
     from omnivec.errors import ConfigError
 
     with pytest.raises(ConfigError, match="commit_every_s"):
