@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import random
 import shutil
@@ -201,12 +202,13 @@ def start_aimed(ws: Workspace, store: Path, trace: Path, aim: str, flow: bool = 
 
 
 def run_killed(ws: Workspace, store: Path, trace: Path, rng: random.Random, flow: bool = False,
-               aim: str = "", scenario: str = "fresh", done: int = 0) -> Launch:
+               aim: str = "", scenario: str = "fresh", done: int = 0, merged: int = 0) -> Launch:
     """One run of a scenario's command killed at a random moment: timed, aimed at a store write (``aim``:
     a given one, ``kind:table#k[@after|@during+MS]``), or for an ingest, right after a commit's vector
     merge. Write numbers are drawn from the clean run of the same scenario (less the ``done`` writes of
-    earlier kills on this store, plus the writes every run makes), delays from the span of its writes
-    (for the flow: of the clean flow run's)."""
+    earlier kills on this store, plus the writes every run makes), vector merges likewise (less the
+    ``merged`` ones of earlier kills), delays from the span of its writes (for the flow: of the clean
+    flow run's)."""
     ref = ws.ref_by.get(scenario, Trace())
     span = (ws.ref_flow if flow else ref).work_seconds
     t0 = time.monotonic()
@@ -214,9 +216,9 @@ def run_killed(ws: Workspace, store: Path, trace: Path, rng: random.Random, flow
         proc, point = start_aimed(ws, store, trace, aim, flow, scenario)
         return finish_child(proc, trace, t0, point)
     draw = rng.random()
-    merges = len([o for o in ref.ops if o.kind == "merge" and o.table.startswith("vectors_")])
+    merges = len(vector_merges(ref))
     if draw < 0.2 and scenario not in TARGETS and merges:  # between a commit's vector and items merges
-        k = rng.randint(1, merges if not done else max(1, merges // 2))
+        k = rng.randint(1, max(1, merges - merged))
         proc, point = start_aimed(ws, store, trace, f"merge:vectors#{k}@after", flow, scenario)
         return finish_child(proc, trace, t0, point)
     if draw < 0.6 and ref.ops:
@@ -238,6 +240,11 @@ def run_killed(ws: Workspace, store: Path, trace: Path, rng: random.Random, flow
             break
         time.sleep(0.01)
     return finish_child(proc, trace, t0, point)
+
+
+def vector_merges(trace: Trace) -> list[Any]:
+    """The vector merges a run finished."""
+    return [o for o in trace.ops if o.kind == "merge" and o.table.startswith("vectors_") and o.end is not None]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -392,7 +399,8 @@ def run_trial(ws: Workspace, number: int, rng: random.Random, kills: int, flow: 
     trace = ws.root / "trials" / f"t{number:03d}.trace"
     for k in range(len(aims) if aims else kills):
         done = sum(len([o for o in x.trace.ops if o.end is not None]) for x in trial.kills)
-        launch = run_killed(ws, store, trace, rng, flow, aims[k] if aims else "", scenario, done)
+        merged = sum(len(vector_merges(x.trace)) for x in trial.kills)
+        launch = run_killed(ws, store, trace, rng, flow, aims[k] if aims else "", scenario, done, merged)
         trial.kills.append(launch)
         if launch.category in ("failed", "hung"):
             trial.problems.append(f"a run after a kill {launch.what}: {launch.stderr.strip()[-300:]}")
@@ -436,7 +444,7 @@ def summary(trials: list[Trial], seconds: float) -> str:
     cats = Counter(k.category for k in kills)
     bad = [t for t in trials if t.problems]
     parts = ", ".join(f"{n} {c}" for c, n in sorted(cats.items()))
-    window = sum(k.window for k in kills)
+    window = sum(k.window for t in trials if t.scenario not in TARGETS for k in t.kills)  # (a reembed has no items)
     targets = Counter(t.scenario if t.scenario in TARGETS else "ingest" for t in trials)
     what = ", ".join(f"{n} {t}" for t, n in sorted(targets.items()))
     verdict = "OK" if not bad else f"FAILED (trials {', '.join(str(t.number) for t in bad)})"
@@ -483,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     a = ap.parse_args(argv)
+    logging.getLogger("omnivec").setLevel(logging.ERROR)  # the next writers run here say what they removed
     others = tuple(t for t in a.other.split(",") if t)
     if any(t not in TARGETS for t in others) or (a.other_trials and not others):
         ap.error(f"--other takes a comma-separated list of: {', '.join(TARGETS)}")
