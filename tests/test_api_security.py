@@ -107,6 +107,8 @@ def test_token(built):
     assert c.get(f"/media/{item_id}").status_code == 200
     c.cookies.clear()
     assert c.get("/healthz").status_code == 200 and c.get("/").status_code == 200  # hold no data
+    # an open prefix does not open what a dot segment leads to (the server decodes %2e%2e to ..)
+    assert c.get("/static/%2e%2e/spaces").status_code == 401
 
 
 def test_token_from_the_environment(built, monkeypatch):
@@ -122,6 +124,17 @@ def test_cors_is_off_by_default(client, built):
     on = TestClient(create_app(built[0], token="", cors_origins=["http://app.example"]))
     r = on.get("/spaces", headers={"Origin": "http://app.example"})
     assert r.headers.get("access-control-allow-origin") == "http://app.example"
+
+
+def test_cors_preflight_needs_no_token_and_a_refusal_is_readable(built):
+    c = TestClient(create_app(built[0], token="t0ken", cors_origins=["http://app.example"]))
+    r = c.options("/spaces", headers={"Origin": "http://app.example", "Access-Control-Request-Method": "GET",
+                                      "Access-Control-Request-Headers": "Authorization"})
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://app.example"
+    r = c.get("/spaces", headers={"Origin": "http://app.example"})
+    assert r.status_code == 401 and r.headers["access-control-allow-origin"] == "http://app.example"
+    r = c.get("/spaces", headers={"Origin": "http://app.example", "Authorization": "Bearer t0ken"})
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://app.example"
 
 
 def test_no_route_writes_to_the_store(built):

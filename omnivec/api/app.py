@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Callable
 from importlib import resources
 from typing import Annotated, Any
 
@@ -48,7 +49,7 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _redactor(settings: Settings, store: Store) -> Any:
+def _redactor(settings: Settings, store: Store) -> Callable[[str], str]:
     """A function that says "the store" wherever a message names the store's location."""
     places = {settings.store, store.uri}
     places |= {os.path.abspath(p) for p in places if "://" not in p} | {os.path.realpath(p) for p in places
@@ -84,7 +85,7 @@ def create_app(settings: Settings | None = None, token: str | None = None,
 
         app.add_middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
-    say = _redactor(settings, store) if token else (lambda text: text)
+    say = _redactor(settings, store) if token else str
 
     @app.exception_handler(OmnivecError)
     def _user_error(request: Request, exc: OmnivecError) -> JSONResponse:

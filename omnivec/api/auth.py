@@ -22,7 +22,10 @@ _MAX_CANDIDATES = 16
 
 
 def is_open(path: str) -> bool:
-    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+    """Whether ``path`` needs no token (a path with ``.`` or ``..`` segments always needs it)."""
+    if path in OPEN_PATHS:
+        return True
+    return path.startswith(OPEN_PREFIXES) and not {".", ".."} & set(path.split("/"))
 
 
 def token_bytes(token: str) -> bytes:
