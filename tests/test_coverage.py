@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -140,12 +141,19 @@ def test_a_changed_file_whose_items_row_was_not_written_is_not_answered(settings
 def test_keys_tell_pairs_apart():
     ids = pa.array(["0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"])
     hashes = pa.array(["a" * 64, "b" * 64])
-    k = keys(ids, hashes)
-    assert k[0] != k[1] and k.dtype.name == "uint64"
+    k, valid = keys(ids, hashes)
+    assert valid.all() and k[0] != k[1]
     c = Committed(ids, hashes)
     swapped = c.covers([ids[0].as_py(), ids[1].as_py()], [hashes[1].as_py(), hashes[0].as_py()])
     assert c.covers(ids, hashes).tolist() == [True, True] and swapped.tolist() == [False, False]
     assert Committed(pa.array([], pa.string()), pa.array([], pa.string())).covers(ids, hashes).tolist() == [False] * 2
+    # ids and hashes that differ only in their last digits (as generated ones do) are told apart too
+    many = pa.array([f"{i:032x}" for i in range(1000)])
+    many_hashes = pa.array([f"{i * 7919:064x}" for i in range(1000)])
+    assert len(np.unique(Committed(many, many_hashes).keys)) == 1000  # no two share a key
+    odd = Committed(many.slice(0, 999), many_hashes.slice(0, 999))
+    assert odd.covers(many, many_hashes).tolist() == [True] * 999 + [False]
+    assert odd.covers(["x"], [None]).tolist() == [False]  # not hex, null hash: simply not committed
 
 
 def test_committed_pairs_are_read_once_per_items_version(settings, corpus):

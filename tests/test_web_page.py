@@ -1,7 +1,8 @@
 """The search page at ``/`` in a real browser (Chromium through Playwright) against a real uvicorn
 server over a store ingested with the tiny models: text search, thumbnails that load, filters kept in
 the URL, the as-of selector, audio players that start at the matching window, upload by file input,
-empty and error states, and the token form of a protected service."""
+empty and error states, the token form of a protected service (a UTF-8 token too), the assets
+toggle; and nothing the Content-Security-Policy blocks."""
 
 from __future__ import annotations
 
@@ -112,9 +113,16 @@ def page(browser: Browser) -> Iterator[Page]:
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    violations: list[str] = []
+    pg.on("console", lambda msg: violations.append(msg.text) if "Content Security Policy" in msg.text else None)
+    pg.add_init_script("window.__csp = []; document.addEventListener('securitypolicyviolation',"
+                       " e => window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));")
     yield pg
+    if pg.url.startswith("http"):
+        violations += pg.evaluate("window.__csp || []")
     context.close()
     assert not errors, f"the page threw: {errors}"
+    assert not violations, f"the Content-Security-Policy blocked: {violations}"
 
 
 def _wait_done(page: Page) -> None:
@@ -166,7 +174,11 @@ def test_search_page_in_a_browser(ingested: dict[str, Any], page: Page, tmp_path
     run_name: str = ingested["run_name"]
     n_audio = len(list((corpus / "audio").iterdir()))
     with _serve(create_app(ingested["settings"])) as base:
-        page.goto(base + "/")
+        response = page.goto(base + "/")
+        assert response is not None
+        csp = response.headers["content-security-policy"]
+        assert {"default-src 'self'", "object-src 'none'", "frame-ancestors 'none'"} <= set(csp.split("; "))
+        assert response.headers["x-content-type-options"] == "nosniff"
         expect(page.get_by_test_id("welcome")).to_be_visible()
         # the as-of selector lists the run (with its end time), after "Latest"
         expect(page.locator(f"[data-testid=as-of] option[value='{run_name}']")).to_have_count(1)
@@ -280,3 +292,56 @@ def test_search_page_asks_for_the_token(ingested: dict[str, Any], page: Page) ->
         _wait_done(page)
         expect(page.get_by_test_id("token-panel")).to_be_hidden()
         expect(page.get_by_test_id("as-of").locator("option")).to_have_count(2)
+
+
+def test_a_utf8_token_with_cookie_breaking_characters(ingested: dict[str, Any], page: Page) -> None:
+    token = "pässwörd-ключ; x=1"  # outside Latin-1 (no fetch header can carry it raw), and a ';' and a space
+    with _serve(create_app(ingested["settings"], token=token)) as base:
+        page.goto(base + "/?q=a+red+circle&modality=image")
+        expect(page.get_by_test_id("token-panel")).to_be_visible()
+        page.get_by_test_id("token-input").fill(token)
+        _search(page, lambda: page.get_by_test_id("token-input").press("Enter"))
+        assert {c["modality"] for c in _cards(page)} == {"image"}
+        cookie = {c["name"]: c for c in page.context.cookies()}["omnivec_token"]
+        assert cookie["value"] == "p%C3%A4ssw%C3%B6rd-%D0%BA%D0%BB%D1%8E%D1%87%3B%20x%3D1"
+        thumb = _first_thumb_loaded(page)  # sent with the cookie alone
+        assert thumb["width"] > 0, f"thumbnail did not load behind the token: {thumb}"
+        page.goto(base + "/?q=circle")  # a new visit reads the cookie back
+        _wait_done(page)
+        expect(page.get_by_test_id("token-panel")).to_be_hidden()
+
+
+@pytest.fixture(scope="module")
+def paired(tmp_path_factory: pytest.TempPathFactory, tiny_clip_dir: Path) -> dict[str, Any]:
+    from fixtures.assets import PAIRS, write_pairs
+
+    root = tmp_path_factory.mktemp("webassets")
+    settings = make_settings(root / "store", tiny_clip_dir)
+    assert ingest([str(write_pairs(root / "corpus"))], settings).failed == 0
+    return {"settings": settings, "assets": len(PAIRS)}
+
+
+def test_the_assets_toggle(paired: dict[str, Any], page: Page) -> None:
+    with _serve(create_app(paired["settings"])) as base:
+        page.goto(base + "/?q=a+red+circle&modality=image")
+        _wait_done(page)
+        page.get_by_test_id("assets").check()
+        page.wait_for_selector("[data-testid=asset-card]")
+        page.wait_for_selector(DONE)
+        assert "assets=1" in page.url
+        cards = page.eval_on_selector_all(
+            "[data-testid=asset-card]",
+            "cs => cs.map(c => [...c.querySelectorAll('[data-testid=asset-member]')].map(m => m.dataset.modality))")
+        assert len(cards) == paired["assets"] and all(sorted(m) == ["image", "text"] for m in cards), cards
+        expect(page.get_by_test_id("modality-image")).to_be_disabled()
+        expect(page.get_by_test_id("as-of")).to_be_disabled()
+        expect(page.get_by_test_id("status")).to_contain_text(f"{paired['assets']} assets")
+        thumb = page.locator("[data-testid=asset-card] img[data-testid=thumb]").first
+        thumb.evaluate("img => img.complete ? null : new Promise(r => { img.onload = img.onerror = r; })")
+        assert thumb.evaluate("img => img.naturalWidth") > 0
+        # a reload keeps the toggle; switching it off shows files again, with the modality filter back
+        page.reload()
+        page.wait_for_selector("[data-testid=asset-card]")
+        expect(page.get_by_test_id("assets")).to_be_checked()
+        _search(page, lambda: page.get_by_test_id("assets").uncheck())
+        assert "assets" not in page.url and {c["modality"] for c in _cards(page)} == {"image"}

@@ -2,8 +2,10 @@
 
 Routes: ``GET /search``, ``POST /search`` (an uploaded image or audio file), ``GET /items/{id}``,
 ``GET /media/{id}``, ``GET /spaces``, ``GET /runs``, ``GET /healthz``, the search page at ``/`` and
-OpenAPI at ``/docs``. No route writes to the store. Encoders are loaded once per process and shared
-by all requests; request handlers run in FastAPI's thread pool.
+OpenAPI at ``/docs``; ``HEAD`` wherever ``GET`` answers. No route writes to the store. Encoders are
+loaded once per process and shared by all requests; request handlers run in FastAPI's thread pool.
+The token, body limits and security headers are applied in front of the routes
+(:mod:`omnivec.api.gate`).
 """
 
 from __future__ import annotations
@@ -11,28 +13,26 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+from collections.abc import Callable
 from importlib import resources
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from omnivec.api.auth import check_token
-from omnivec.api.media import AUDIO_TYPES, THUMB_MAX, Thumbnails, find_item, upload_kind
+from omnivec.api.gate import Gate
+from omnivec.api.media import THUMB_MAX, Media, find_item
+from omnivec.api.searching import add_search_routes
+from omnivec.api.thumbs import DEFAULT_DECODES, DecodeSlots, Thumbnails
+from omnivec.api.verify import Verifier
 from omnivec.config import Settings, load_settings
 from omnivec.errors import DecodeError, OmnivecError
-from omnivec.media import decode_text, read_file
-from omnivec.query import MODALITY_FILTERS, Hit, search
 from omnivec.store.store import Store, sql_in
 
 DEFAULT_MAX_UPLOAD = 32 * 1024 * 1024
-MAX_K = 200
-
-
-def _hit(h: Hit) -> dict[str, Any]:
-    return h.to_dict() | {"media_url": f"/media/{h.item_id}", "item_url": f"/items/{h.item_id}"}
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
@@ -49,86 +49,63 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _redactor(settings: Settings, store: Store) -> Callable[[str], str]:
+    """A function that says "the store" wherever a message names the store's location."""
+    places = {settings.store, store.uri}
+    places |= {os.path.abspath(p) for p in places if "://" not in p} | {os.path.realpath(p) for p in places
+                                                                          if "://" not in p}
+    places = {p.rstrip("/") for p in places if p and p.rstrip("/")}
+    ordered = sorted(places, key=len, reverse=True)
+
+    def say(text: str) -> str:
+        for p in ordered:
+            text = text.replace(f"store {p}", "the store").replace(p, "the store")
+        return text
+
+    return say
+
+
 def create_app(settings: Settings | None = None, token: str | None = None,
-               max_upload_bytes: int = DEFAULT_MAX_UPLOAD, cors_origins: list[str] | None = None) -> FastAPI:
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD, cors_origins: list[str] | None = None,
+               decodes: int = DEFAULT_DECODES, body_idle_s: float = 30.0) -> FastAPI:
     """The app over ``settings.store``. ``token`` defaults to ``$OMNIVEC_API_TOKEN``; CORS is off
-    unless ``cors_origins`` names the origins allowed."""
+    unless ``cors_origins`` names the origins allowed. ``decodes``: images decoded at once (thumbnails
+    and image uploads); ``body_idle_s``: how long a request body may stall."""
     settings = settings or load_settings()
     token = token if token is not None else (os.environ.get("OMNIVEC_API_TOKEN") or None)
     store = Store(settings.store)  # read-only use: no create, no writes
-    thumbs = Thumbnails()
+    slots = DecodeSlots(decodes)
+    media_of = Media(settings, Verifier(), Thumbnails(slots))
     app = FastAPI(title="omnivec", version="1", summary="Search a store of versioned image, text and audio vectors.",
                   description="Read-only. Set OMNIVEC_API_TOKEN to require `Authorization: Bearer <token>`.")
-    if cors_origins:
+    app.state.media, app.state.slots = media_of, slots
+    app.add_middleware(Gate, token=token, max_body=max_upload_bytes, idle_s=body_idle_s)
+    if cors_origins:  # outside the gate: a preflight carries no token
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
-
-    def auth(request: Request) -> None:
-        check_token(request, token)
-
-    guarded = [Depends(auth)]
+    say = _redactor(settings, store) if token else str
 
     @app.exception_handler(OmnivecError)
     def _user_error(request: Request, exc: OmnivecError) -> JSONResponse:
-        return JSONResponse(status_code=400, content={"detail": exc.problem, "remedies": exc.remedies})
+        return JSONResponse(status_code=400, content={"detail": say(exc.problem),
+                                                      "remedies": [say(r) for r in exc.remedies]})
 
-    def _check(k: int, modality: str | None) -> None:
-        if modality is not None and modality not in MODALITY_FILTERS:
-            raise HTTPException(400, f"modality must be one of {', '.join(MODALITY_FILTERS)}")
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if isinstance(exc.detail, str):
+            exc = StarletteHTTPException(exc.status_code, say(exc.detail), exc.headers)
+        return await http_exception_handler(request, exc)
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict[str, Any]:
         """Liveness and the store it serves."""
         return {"status": "ok", "store": store.uri, "tables": len(store.table_names())}
 
-    @app.get("/search", dependencies=guarded, tags=["search"])
-    def search_text(q: Annotated[str, Query(min_length=1, max_length=4096, description="text query")],
-                    k: Annotated[int, Query(ge=1, le=MAX_K)] = 12,
-                    modality: Annotated[str | None, Query(description="image | text | audio")] = None,
-                    space: str | None = None,
-                    as_of: Annotated[str | None, Query(description="run name, version or ISO time")] = None,
-                    hybrid: bool = False,
-                    where: Annotated[list[str] | None, Query(description="uri=GLOB, after=ISO, run=NAME...")] = None,
-                    ) -> dict[str, Any]:
-        """Search with text: every space that embeds text, fused by reciprocal rank."""
-        _check(k, modality)
-        hits = search(q, k=k, modality=modality or None, space=space or None, as_of=as_of or None,
-                      hybrid=hybrid, where=where, settings=settings, store=store)
-        return {"query": q, "hits": [_hit(h) for h in hits]}
+    add_search_routes(app, settings, store, max_upload_bytes, slots)
 
-    @app.post("/search", dependencies=guarded, tags=["search"])
-    def search_file(request: Request, file: Annotated[UploadFile, File(description="an image or audio file")],
-                    k: Annotated[int, Form(ge=1, le=MAX_K)] = 12, modality: Annotated[str | None, Form()] = None,
-                    space: Annotated[str | None, Form()] = None, as_of: Annotated[str | None, Form()] = None,
-                    ) -> dict[str, Any]:
-        """Search with an uploaded image or audio file (its kind is read from its content)."""
-        _check(k, modality)
-        data = file.file.read(max_upload_bytes + 1)
-        if len(data) > max_upload_bytes:
-            raise HTTPException(413, f"upload larger than {max_upload_bytes} bytes")
-        if not data:
-            raise HTTPException(400, "the upload is empty")
-        try:
-            kind, suffix = upload_kind(data[:16], file.filename)
-        except DecodeError as exc:
-            raise HTTPException(400, str(exc)) from None
-        with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
-            tmp.write(data)
-            tmp.flush()
-            try:
-                hits = search(image=tmp.name if kind == "image" else None, audio=tmp.name if kind == "audio" else None,
-                              k=k, modality=modality or None, space=space or None, as_of=as_of or None,
-                              settings=settings, store=store)
-            except OmnivecError as exc:
-                message = exc.problem.replace(tmp.name, f"upload {file.filename or ''}".strip())
-                raise HTTPException(400, message) from None
-            except (DecodeError, ValueError) as exc:
-                raise HTTPException(400, f"the upload cannot be read: {exc}") from None
-        return {"query": {"upload": file.filename, "kind": kind, "bytes": len(data)}, "hits": [_hit(h) for h in hits]}
-
-    @app.get("/items/{item_id}", dependencies=guarded, tags=["items"])
+    @app.get("/items/{item_id}", tags=["items"])
     def item(item_id: str) -> dict[str, Any]:
         """One stored file: its row, its segments in each space, and its errors."""
         row = find_item(store, item_id)
@@ -144,28 +121,20 @@ def create_app(settings: Settings | None = None, token: str | None = None,
         errors = [_jsonable(r) for r in store.read("errors", where=where).to_pylist()]
         return {"item": _jsonable(row), "segments": spaces, "errors": errors, "media_url": f"/media/{item_id}"}
 
-    @app.get("/media/{item_id}", dependencies=guarded, tags=["items"], response_class=Response)
-    def media(item_id: str, size: Annotated[int, Query(ge=16, le=THUMB_MAX)] = 320) -> Response:
-        """The item's content: a JPEG thumbnail (at most ``size`` px) for an image, the file for audio,
-        the text for text. Only files that are items of the store are ever served."""
+    @app.get("/media/{item_id}", tags=["items"], response_class=Response)
+    def media(request: Request, item_id: str, size: Annotated[int, Query(ge=16, le=THUMB_MAX)] = 320) -> Response:
+        """The item's content: a JPEG thumbnail (at most ``size`` px) for an image, the file for audio
+        (Range requests work), the text for text. Only the bytes that were ingested are ever served:
+        a file that changed since is 409."""
         row = find_item(store, item_id)
         if row is None:
             raise HTTPException(404, "no such item in the store")
-        path = row["uri"]
-        if not os.path.isfile(path):
-            raise HTTPException(404, "the item's file is no longer where it was ingested")
         try:
-            if row["modality"] == "image":
-                data = thumbs.get(row, size, settings.max_image_bytes, settings.max_image_pixels)
-                return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
-            if row["modality"] == "audio":
-                ext = os.path.splitext(path)[1].lower()
-                return FileResponse(path, media_type=AUDIO_TYPES.get(ext, "application/octet-stream"))
-            return PlainTextResponse(decode_text(read_file(path, settings.max_text_bytes).data))
+            return media_of.respond(row, size, request.headers.get("range"), request.headers.get("if-range"))
         except DecodeError as exc:
             raise HTTPException(422, f"the item's file cannot be shown: {exc}") from None
 
-    @app.get("/spaces", dependencies=guarded, tags=["store"])
+    @app.get("/spaces", tags=["store"])
     def spaces() -> list[dict[str, Any]]:
         """Every space identity of the store, with its vector count and whether it is the default."""
         defaults = {n: (store.default_space(n) or {}).get("space_id") for n in {r["name"] for r in store.space_rows()}}
@@ -174,7 +143,7 @@ def create_app(settings: Settings | None = None, token: str | None = None,
                                                           "default": defaults.get(r["name"]) == r["space_id"]}
                 for r in store.space_rows()]
 
-    @app.get("/runs", dependencies=guarded, tags=["store"])
+    @app.get("/runs", tags=["store"])
     def runs(limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
         """Runs, newest first: each can be searched as of its end (``as_of=<run_name>``)."""
         rows = sorted(store.read("runs").to_pylist(), key=lambda r: r["started_at"], reverse=True)[:limit]

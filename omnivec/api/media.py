@@ -1,22 +1,28 @@
-"""What ``/media`` and ``POST /search`` do with files: look an item up, thumbnail an image, name an
-upload's kind.
+"""What ``/media`` and ``POST /search`` do with files: look an item up, serve its checked content,
+name an upload's kind.
 
 ``/media`` only ever serves a file that is an item of the store: the id is checked against the
 form omnivec gives ids (32 hex digits) and then looked up in the ``items`` table; the path comes
-from that row, never from the request.
+from that row, never from the request, and only the bytes that were ingested are served
+(:mod:`omnivec.api.verify`).
 """
 
 from __future__ import annotations
 
-import io
+import hashlib
 import os
 import re
-import threading
-from collections import OrderedDict
 from typing import Any
 
+from fastapi.responses import PlainTextResponse, Response
+
+from omnivec.api.ranges import CheckedFileResponse, byte_range
+from omnivec.api.thumbs import Thumbnails
+from omnivec.api.verify import Verifier, changed
+from omnivec.config import Settings
 from omnivec.errors import DecodeError
-from omnivec.media import IMAGE_KINDS, decode_image, read_file, sniff
+from omnivec.manifests import read_caption, split_caption_uri
+from omnivec.media import IMAGE_KINDS, decode_text, sniff
 from omnivec.store.store import Store, sql_in
 
 ITEM_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -54,27 +60,56 @@ def upload_kind(head: bytes, filename: str | None) -> tuple[str, str]:
                       "(JPEG, PNG, GIF, BMP, TIFF, WEBP) or audio (WAV, FLAC, Ogg, MP3, M4A)")
 
 
-class Thumbnails:
-    """Bounded-size JPEG thumbnails, cached by (item, content hash, size)."""
+def is_caption(uri: str) -> bool:
+    """Whether ``uri`` names a manifest row's inline caption (a real file of that name wins)."""
+    return split_caption_uri(uri) is not None and not os.path.lexists(uri)
 
-    def __init__(self, entries: int = 512) -> None:
-        self._cache: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
-        self._entries = entries
-        self._lock = threading.Lock()
 
-    def get(self, item: dict[str, Any], size: int, max_bytes: int, max_pixels: int) -> bytes:
-        key = (item["item_id"], item.get("content_hash") or "", size)
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-        img = decode_image(read_file(item["uri"], max_bytes).data, max_pixels)
-        img.thumbnail((size, size))
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=85)
-        data = buf.getvalue()
-        with self._lock:
-            self._cache[key] = data
-            while len(self._cache) > self._entries:
-                self._cache.popitem(last=False)
-        return data
+class Media:
+    """The content of items, checked against the ``items`` row before anything is sent: a JPEG
+    thumbnail for an image, the file (whole or a byte range) for audio, the text for text."""
+
+    CACHE = {"Cache-Control": "private, max-age=300"}
+
+    def __init__(self, settings: Settings, verifier: Verifier, thumbs: Thumbnails) -> None:
+        self.settings = settings
+        self.verifier = verifier
+        self.thumbs = thumbs
+
+    def respond(self, row: dict[str, Any], size: int, range_header: str | None, if_range: str | None) -> Response:
+        uri, want = row["uri"], row.get("content_hash")
+        if row["modality"] == "text" and is_caption(uri):
+            return self._caption(uri, want)
+        if row["modality"] == "image":
+            opened = self.verifier.open(uri, want, row.get("size"), keep=self.settings.max_image_bytes)
+            try:
+                data = self.thumbs.get(row["item_id"], opened.key[0], size, lambda: self.verifier.read(opened),
+                                       self.settings.max_image_pixels)
+            finally:
+                opened.close()
+            return Response(data, media_type="image/jpeg", headers=self.CACHE)
+        if row["modality"] == "audio":
+            opened = self.verifier.open(uri, want, row.get("size"))
+            etag = f'"{opened.key[0]}"'
+            try:
+                span = byte_range(range_header, opened.size, if_range, etag)
+            except BaseException:
+                opened.close()
+                raise
+            kind = AUDIO_TYPES.get(os.path.splitext(uri)[1].lower(), "application/octet-stream")
+            return CheckedFileResponse(opened, kind, etag, span, self.CACHE)
+        opened = self.verifier.open(uri, want, row.get("size"), keep=self.settings.max_text_bytes)
+        try:
+            data = self.verifier.read(opened)
+        finally:
+            opened.close()
+        return PlainTextResponse(decode_text(data), headers=self.CACHE)
+
+    def _caption(self, uri: str, want: str | None) -> Response:
+        try:
+            data = read_caption(uri).encode("utf-8")
+        except (DecodeError, UnicodeEncodeError) as exc:
+            raise changed(str(exc)) from None
+        if not want or hashlib.sha256(data).hexdigest() != want:
+            raise changed("the manifest's caption is not the one ingested")
+        return PlainTextResponse(data.decode("utf-8"), headers=self.CACHE)

@@ -13,7 +13,8 @@ from omnivec.store.store import Store
 
 
 def warm_encoders(settings: Settings) -> Iterator[str]:
-    """Load each enabled space that has vectors in the store; yields one line per space."""
+    """Load each enabled space that has vectors in the store (a space switched off is never loaded);
+    yields one line per space, with its precision and torch's CPU threads."""
     store = Store(settings.store)
     settings = resolve_spaces(settings, store)
     have = {name for name, _, _ in store.vector_tables()}
@@ -23,8 +24,12 @@ def warm_encoders(settings: Settings) -> Iterator[str]:
         t0 = time.perf_counter()
         try:
             encoder_class(cfg.encoder)
-            load_encoder(cfg, settings.device)
+            enc = load_encoder(cfg, settings.device)
         except OmnivecError as exc:
             yield f"space {name}: not loaded ({exc.problem})"
             continue
-        yield f"space {name}: {cfg.model} loaded in {time.perf_counter() - t0:.1f} s"
+        import torch
+
+        threads = torch.get_num_threads()
+        yield (f"space {name}: {cfg.model} ({enc.precision}, {threads} torch thread{'s' * (threads != 1)}) "
+               f"loaded in {time.perf_counter() - t0:.1f} s")

@@ -6,10 +6,11 @@ vectors while its row still holds the old content hash. Such rows were never com
 leaves them out (:class:`Committed`), and the next writer deletes them (:func:`remove_uncommitted`).
 
 A vector row is covered when the `items` table holds a row with the same item_id and content_hash.
-Both are hex digests (item_id: 128 bits of sha256 of the uri; content_hash: sha256 of the bytes);
-the check compares one 64-bit key per pair, the first 64 bits of each XORed. Two different pairs
-share a key with probability 2^-64 per pair compared: a row that is not covered is taken for
-covered with a probability of about (items in the store) x 2^-64, under 10^-12 for a billion items.
+Both are hex digests (item_id: 128 bits of sha256 of the uri; content_hash: sha256 of the bytes). A
+pair is compared by a 64-bit hash of its 48 bytes (a chain of bijective mixing steps: two pairs that
+differ in only one 8-byte word never collide), kept sorted: 8 bytes per item, ~0.1 s per 100k items
+to build. An uncommitted row is taken for a committed one only if its hash equals one of the N
+committed pairs', with a probability of about N / 2^64 (5e-14 for a million items).
 """
 
 from __future__ import annotations
@@ -22,58 +23,73 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from omnivec.store.datasets import dataset
 
 log = logging.getLogger("omnivec")
 
-_NIBBLE = np.zeros(256, dtype=np.uint64)
-for _i, _c in enumerate(b"0123456789abcdef"):
-    _NIBBLE[_c] = _i
-for _i, _c in enumerate(b"ABCDEF", 10):
-    _NIBBLE[_c] = _i
-_SHIFTS = np.arange(60, -4, -4, dtype=np.uint64)  # 16 hex digits, most significant first
+_MUL = np.uint64(0xBF58476D1CE4E5B9)
+_SEED = np.uint64(0x9E3779B97F4A7C15)
+_SHIFT = np.uint64(31)
 
 
-def _hex64(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """The first 16 hex digits of each string as a uint64 (a null or short string is padded with 0)."""
+def _digests(column: pa.Array | pa.ChunkedArray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(each string's hex digits as ``width`` bytes viewed as uint64 words, shape (n, width // 8);
+    whether the string is exactly such a digest). A null, or any other string, matches nothing."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    arr = pc.utf8_rpad(pc.utf8_slice_codeunits(pc.fill_null(arr.cast(pa.string()), ""), 0, 16), 16, "0")
-    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
-    n = len(arr)
+    arr = arr.cast(pa.string())
+    n, digits = len(arr), 2 * width
     if n == 0:
-        return np.empty(0, dtype=np.uint64)
+        return np.empty((0, width // 8), dtype=np.uint64), np.empty(0, dtype=bool)
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=n + 1, offset=arr.offset * 4)
-    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
-    if int(offsets[-1] - offsets[0]) == 16 * n:  # every string is 16 ASCII characters
-        digits = data[offsets[0] : offsets[0] + 16 * n].reshape(n, 16)
-    else:  # non-ASCII characters: never a valid id, but keep going (they match nothing real)
-        digits = np.array([list(s.encode()[:16].ljust(16, b"0")) for s in arr.to_pylist()], dtype=np.uint8)
-    return np.bitwise_or.reduce(_NIBBLE[digits] << _SHIFTS, axis=1)
+    if arr.null_count == 0 and bool((np.diff(offsets) == digits).all()):  # the usual case: one decode
+        text = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[0] + digits * n]
+        try:
+            raw = bytes.fromhex(text.tobytes().decode("ascii"))
+            return np.frombuffer(raw, dtype=np.uint64).reshape(n, width // 8), np.ones(n, dtype=bool)
+        except ValueError:  # a character that is not a hex digit somewhere: row by row below
+            pass
+    out = np.zeros((n, width), dtype=np.uint8)
+    valid = np.zeros(n, dtype=bool)
+    for i, value in enumerate(arr.to_pylist()):
+        if value is not None and len(value) == digits:
+            try:
+                out[i] = np.frombuffer(bytes.fromhex(value), dtype=np.uint8)
+                valid[i] = True
+            except ValueError:
+                pass
+    return out.view(np.uint64), valid
 
 
-def keys(item_ids: pa.Array | pa.ChunkedArray, hashes: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """One uint64 key per (item_id, content_hash) pair."""
-    return _hex64(item_ids) ^ _hex64(hashes)
+def keys(item_ids: pa.Array | pa.ChunkedArray, hashes: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(a 64-bit key per (item_id, content_hash) pair, whether both are digests)."""
+    ids, ids_ok = _digests(item_ids, 16)
+    hs, hs_ok = _digests(hashes, 32)
+    key = np.full(len(ids), _SEED, dtype=np.uint64)
+    for word in [*ids.T, *hs.T]:  # each step is a bijection of the state for a given word
+        key ^= word
+        key *= _MUL
+        key ^= key >> _SHIFT
+    return key, ids_ok & hs_ok
 
 
 class Committed:
     """The (item_id, content_hash) pairs of one version of the `items` table."""
 
     def __init__(self, item_ids: pa.Array | pa.ChunkedArray, hashes: pa.Array | pa.ChunkedArray) -> None:
-        self.keys = np.unique(keys(item_ids, hashes))
+        k, valid = keys(item_ids, hashes)
+        self.keys = np.sort(k[valid])
 
     def covers(self, item_ids: pa.Array | pa.ChunkedArray | list[Any],
                hashes: pa.Array | pa.ChunkedArray | list[Any]) -> np.ndarray:
         """A boolean per row: whether its (item_id, content_hash) is committed."""
         ids = item_ids if isinstance(item_ids, pa.Array | pa.ChunkedArray) else pa.array(item_ids, pa.string())
         hs = hashes if isinstance(hashes, pa.Array | pa.ChunkedArray) else pa.array(hashes, pa.string())
-        k = keys(ids, hs)
+        k, valid = keys(ids, hs)
         if not len(self.keys):
             return np.zeros(len(k), dtype=bool)
         pos = np.minimum(np.searchsorted(self.keys, k), len(self.keys) - 1)
-        return self.keys[pos] == k
+        return (self.keys[pos] == k) & valid
 
     def keep(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The rows (with ``item_id`` and ``content_hash``) that are committed."""

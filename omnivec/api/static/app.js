@@ -9,13 +9,14 @@ const STOP = new Set(["a", "an", "and", "are", "as", "at", "be", "by", "for", "f
 const $ = (id) => document.getElementById(id);
 const ui = {
   form: $("search-form"), q: $("q"), file: $("file"), space: $("space"), asOf: $("as-of"), k: $("k"),
-  hybrid: $("hybrid"), status: $("status"), error: $("error"), results: $("results"), welcome: $("welcome"),
+  hybrid: $("hybrid"), assets: $("assets"), status: $("status"), error: $("error"), results: $("results"), welcome: $("welcome"),
   tokenPanel: $("token-panel"), tokenForm: $("token-form"), token: $("token"), tokenHint: $("token-hint"),
   forget: $("forget-token"), summary: $("store-summary"), overlay: $("drop-overlay"),
   chip: $("upload-chip"), chipName: $("upload-name"), chipPreview: $("upload-preview"), chipClear: $("upload-clear"),
 };
 
-const state = { q: "", modality: "", space: "", as_of: "", k: 12, hybrid: false, upload: null };
+const state = { q: "", modality: "", space: "", as_of: "", k: 12, hybrid: false, assets: false, upload: null };
+const TRUE = ["1", "true", "on", "yes"];
 let token = readCookie(COOKIE);
 let seq = 0; // the newest search; answers to older ones are dropped
 let controller = null;
@@ -65,17 +66,23 @@ const ICONS = {
 function readCookie(name) {
   for (const part of document.cookie.split(";")) {
     const [k, ...v] = part.trim().split("=");
-    if (k === name) return v.join("=");
+    if (k === name) {
+      try {
+        return decodeURIComponent(v.join("="));
+      } catch {
+        return "";
+      }
+    }
   }
   return "";
 }
 
+// The token is percent-encoded in the cookie and in the header: a cookie cannot hold spaces, quotes,
+// commas or semicolons, and fetch() refuses a header with characters outside Latin-1 (the server
+// takes the token as UTF-8 bytes or percent-encoded).
 function setToken(value) {
   token = value;
-  // Cookie values cannot hold spaces, quotes, commas, semicolons or backslashes; the server compares
-  // the value as is, so a token with those characters works for requests with headers only.
-  const cookieSafe = /^[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]+$/.test(value);
-  if (value && cookieSafe) document.cookie = `${COOKIE}=${value}; path=/; SameSite=Strict`;
+  if (value) document.cookie = `${COOKIE}=${encodeURIComponent(value)}; path=/; SameSite=Strict`;
   else document.cookie = `${COOKIE}=; path=/; SameSite=Strict; max-age=0`;
   ui.forget.hidden = !value;
 }
@@ -88,7 +95,8 @@ function readURL() {
   state.as_of = p.get("as_of") || "";
   const k = parseInt(p.get("k") || "", 10);
   state.k = Number.isFinite(k) && k >= 1 && k <= 200 ? k : 12;
-  state.hybrid = ["1", "true", "on", "yes"].includes((p.get("hybrid") || "").toLowerCase());
+  state.hybrid = TRUE.includes((p.get("hybrid") || "").toLowerCase());
+  state.assets = TRUE.includes((p.get("assets") || "").toLowerCase());
 }
 
 function writeURL(push) {
@@ -99,6 +107,7 @@ function writeURL(push) {
   if (state.as_of) p.set("as_of", state.as_of);
   if (state.k !== 12) p.set("k", String(state.k));
   if (state.hybrid) p.set("hybrid", "1");
+  if (state.assets) p.set("assets", "1");
   const url = `${location.pathname}${p.toString() ? `?${p}` : ""}`;
   if (url === `${location.pathname}${location.search}`) return;
   if (push) history.pushState(null, "", url);
@@ -114,7 +123,15 @@ function controlsFromState() {
   ui.asOf.value = state.as_of;
   ui.k.value = String(state.k);
   ui.hybrid.checked = state.hybrid;
-  ui.hybrid.disabled = Boolean(state.upload);
+  ui.assets.checked = state.assets;
+  disableForAssets();
+}
+
+// Assets have no modality, versions or keyword ranking: those filters are off while "Assets" is on.
+function disableForAssets() {
+  for (const radio of ui.form.elements.modality) radio.disabled = state.assets;
+  ui.asOf.disabled = state.assets;
+  ui.hybrid.disabled = Boolean(state.upload) || state.assets;
 }
 
 function stateFromControls() {
@@ -125,6 +142,7 @@ function stateFromControls() {
   state.k = Number.isFinite(k) ? Math.min(200, Math.max(1, k)) : 12;
   ui.k.value = String(state.k);
   state.hybrid = ui.hybrid.checked;
+  state.assets = ui.assets.checked;
 }
 
 function ensureOption(select, value) {
@@ -143,7 +161,7 @@ class HttpError extends Error {
 async function api(url, options = {}) {
   const headers = new Headers(options.headers || {});
   headers.set("Accept", "application/json");
-  if (token) headers.set("Authorization", `Bearer ${token}`);
+  if (token) headers.set("Authorization", `Bearer ${encodeURIComponent(token)}`);
   let response;
   try {
     response = await fetch(url, { ...options, headers, credentials: "same-origin" });
@@ -261,16 +279,20 @@ async function runSearch({ push = false } = {}) {
       const form = new FormData();
       form.append("file", state.upload, state.upload.name);
       form.append("k", String(state.k));
-      if (state.modality) form.append("modality", state.modality);
+      if (state.assets) form.append("assets", "true");
+      if (state.modality && !state.assets) form.append("modality", state.modality);
       if (state.space) form.append("space", state.space);
-      if (state.as_of) form.append("as_of", state.as_of);
+      if (state.as_of && !state.assets) form.append("as_of", state.as_of);
       body = await api("/search", { method: "POST", body: form, signal: controller.signal });
     } else {
       const p = new URLSearchParams({ q: state.q, k: String(state.k) });
-      if (state.modality) p.set("modality", state.modality);
+      if (state.assets) p.set("assets", "true");
       if (state.space) p.set("space", state.space);
-      if (state.as_of) p.set("as_of", state.as_of);
-      if (state.hybrid) p.set("hybrid", "true");
+      if (!state.assets) {
+        if (state.modality) p.set("modality", state.modality);
+        if (state.as_of) p.set("as_of", state.as_of);
+        if (state.hybrid) p.set("hybrid", "true");
+      }
       body = await api(`/search?${p}`, { signal: controller.signal });
     }
   } catch (err) {
@@ -284,7 +306,8 @@ async function runSearch({ push = false } = {}) {
   }
   if (mine !== seq) return;
   const ms = Math.round(performance.now() - started);
-  render(body.hits || [], ms);
+  if (body.assets) renderAssets(body.hits || [], ms);
+  else render(body.hits || [], ms);
   ui.status.dataset.seq = String(mine); // which search the page shows (the tests wait on it)
 }
 
@@ -314,6 +337,44 @@ function render(hits, ms) {
     el("span", { class: "muted" },
       ` · ${counts.map(([m, n]) => `${n} ${m}`).join(", ")} · ${fused ? `${lists.size} lists fused` : "cosine"}`
       + `${state.as_of ? ` · as of ${state.as_of}` : ""} · ${ms} ms`));
+}
+
+function renderAssets(hits, ms) {
+  ui.results.classList.remove("stale");
+  const what = state.upload ? state.upload.name : `“${state.q}”`;
+  document.title = `${state.upload ? state.upload.name : state.q} · omnivec assets`;
+  if (!hits.length) {
+    ui.results.replaceChildren();
+    setStatus("empty", el("span", { class: "empty-title" }, `No assets found for ${what}`),
+      el("span", { class: "muted" }, " — files form an asset when they share a folder and a name, or a manifest row."));
+    return;
+  }
+  ui.results.replaceChildren(...hits.map((a, i) => assetCard(a, i + 1)));
+  setStatus("done", el("span", { class: "count" }, `${hits.length} asset${hits.length === 1 ? "" : "s"}`),
+    ` for ${what}`, el("span", { class: "muted" }, ` · ${ms} ms`));
+}
+
+function assetCard(asset, position) {
+  const image = asset.members.find((m) => m.modality === "image");
+  const media = image
+    ? el("a", { class: "card-media thumb", href: `${image.media_url}?size=1024`, target: "_blank", rel: "noopener" },
+      el("img", { src: `${image.media_url}?size=320`, loading: "lazy", decoding: "async", alt: basename(image.uri),
+        "data-testid": "thumb", onerror: (e) => e.target.closest(".thumb").classList.add("broken") }))
+    : el("div", { class: "card-media snippet-box" }, svg(ICONS.text, "audio-art"));
+  const members = el("ul", { class: "members", "data-testid": "asset-members" }, asset.members.map((m) =>
+    el("li", { "data-testid": "asset-member", dataset: { modality: m.modality } },
+      el("span", { class: `badge badge-${m.modality}` }, svg(ICONS[m.modality] || ICONS.text), m.modality), " ",
+      el("a", { href: m.modality === "image" ? `${m.media_url}?size=1024` : m.media_url, target: "_blank",
+        rel: "noopener" }, basename(m.uri)))));
+  const body = el("div", { class: "card-body" },
+    el("div", { class: "card-head" },
+      el("span", { class: "badge badge-asset" }, "asset"),
+      el("span", { class: "score", "data-testid": "score" }, `${asset.score.toFixed(3)}`)),
+    el("h3", { class: "name", title: asset.key }, basename(asset.key)),
+    el("p", { class: "path", title: asset.key }, el("bdi", { dir: "ltr" }, dirname(asset.key))),
+    members);
+  return el("li", { class: "card card-asset", "data-testid": "asset-card", dataset: { assetId: asset.asset_id } },
+    el("span", { class: "position", "aria-label": `result ${position}` }, String(position)), media, body);
 }
 
 // ---------- result cards ----------
@@ -462,7 +523,7 @@ function setUpload(file) {
   state.upload = file;
   ui.chip.hidden = !file;
   ui.q.hidden = Boolean(file);
-  ui.hybrid.disabled = Boolean(file);
+  disableForAssets();
   if (!file) {
     ui.chipPreview.removeAttribute("src");
     ui.chipPreview.hidden = true;
@@ -573,9 +634,10 @@ ui.chipClear.addEventListener("click", () => {
   runSearch({ push: true });
 });
 
-for (const control of [ui.space, ui.asOf, ui.hybrid, ...ui.form.elements.modality]) {
+for (const control of [ui.space, ui.asOf, ui.hybrid, ui.assets, ...ui.form.elements.modality]) {
   control.addEventListener("change", () => {
     stateFromControls();
+    disableForAssets();
     if (!state.upload) state.q = ui.q.value.trim();
     runSearch();
   });
