@@ -190,7 +190,7 @@ def _stand_in() -> subprocess.Popen[bytes]:
     return proc
 
 
-def test_the_watchdog_ends_the_server_once_no_process_holds_the_pipe_and_not_before(monkeypatch):
+def test_only_a_temporary_server_is_watched_and_only_once(monkeypatch):
     monkeypatch.setattr(temporary_server, "_watched", {})
     plain = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     server = _stand_in()
@@ -199,24 +199,51 @@ def test_the_watchdog_ends_the_server_once_no_process_holds_the_pipe_and_not_bef
         assert temporary_server.watch(server.pid) is True
         assert temporary_server.watch(server.pid) is False  # one watchdog per server
         write_end, dog = temporary_server._watched[server.pid]
-        child = os.fork()  # a forked child (multiprocessing) must not keep the server alive
-        if child == 0:
-            time.sleep(60)
-            os._exit(0)
-        try:
-            time.sleep(0.5)
-            assert server.poll() is None and dog.poll() is None
-            os.close(write_end)  # what the kernel does when this process dies, however it dies
-            assert server.wait(timeout=20) == -signal.SIGTERM
-            assert dog.wait(timeout=10) == 0
-            assert plain.poll() is None
-        finally:
-            os.kill(child, signal.SIGKILL)
-            os.waitpid(child, 0)
+        time.sleep(0.5)
+        assert server.poll() is None and dog.poll() is None  # not before this process is gone
+        os.close(write_end)  # what the kernel does when this process dies, however it dies
+        assert server.wait(timeout=20) == -signal.SIGTERM
+        assert dog.wait(timeout=10) == 0
+        assert plain.poll() is None
     finally:
         for p in (plain, server):
             p.kill()
             p.wait()
+
+
+# a command that starts a stand-in server, watches it, forks a child that outlives it, and waits
+_FORKING_COMMAND = """
+import os, subprocess, sys, time
+from flows import temporary_server
+server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", temporary_server.MARK])
+assert temporary_server.watch(server.pid, verified=True)
+child = os.fork()
+if child == 0:
+    time.sleep(60)
+    os._exit(0)
+print(server.pid, child, flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_forked_child_does_not_keep_a_killed_commands_server_alive(tmp_path):
+    command = subprocess.Popen([sys.executable, "-c", _FORKING_COMMAND], cwd=ROOT, stdout=subprocess.PIPE,
+                               text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert command.stdout is not None
+    server, child = (int(x) for x in command.stdout.readline().split())
+    pidfd = os.pidfd_open(server)
+    try:
+        time.sleep(0.5)
+        assert not select.select([pidfd], [], [], 0)[0]  # the command lives: so does its server
+        os.kill(command.pid, signal.SIGKILL)
+        command.wait()
+        assert select.select([pidfd], [], [], 20)[0], "the forked child kept the server alive"
+        os.kill(child, 0)  # the child is still there: it simply holds no write end
+    finally:
+        os.close(pidfd)
+        for pid in (server, child):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_the_watchdog_leaves_when_the_server_ends_first(monkeypatch):
