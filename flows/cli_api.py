@@ -48,10 +48,10 @@ def api_cmd(
             from omnivec.api.warm import warm_encoders
 
             for line in warm_encoders(s):
-                err.print(line, highlight=False)
+                err.print(line, highlight=False, markup=False)
         token = "on" if os.environ.get("OMNIVEC_API_TOKEN") else "off"
         err.print(f"omnivec api on http://{host}:{port} (page /, docs /docs), store {s.store}, token {token}",
-                  highlight=False, soft_wrap=True)
+                  highlight=False, soft_wrap=True, markup=False)
         uvicorn.run(application, host=host, port=port, log_level=log_level)
 
     _guard(body)
