@@ -195,8 +195,9 @@ def test_every_omnivec_variable_the_code_reads_is_registered() -> None:
     from omnivec.config import ENV_KEYS, _env_parts
 
     root = Path(__file__).resolve().parents[1]
+    kinds = (".py", ".sh", ".yaml", ".yml", ".toml", "")
     files = [p for d in ("omnivec", "flows", "tasks", "benchmarks", "scripts", "deploy") for p in (root / d).rglob("*")
-             if p.is_file() and p.suffix in (".py", ".sh", ".yaml", ".yml", ".toml", "") and "__pycache__" not in str(p)]
+             if p.is_file() and p.suffix in kinds and "__pycache__" not in str(p)]
     files += [root / "tests" / "conftest.py", root / "tests" / "test_web_page.py"]
     found: dict[str, Path] = {}
     for path in files:
@@ -207,7 +208,10 @@ def test_every_omnivec_variable_the_code_reads_is_registered() -> None:
     assert {"OMNIVEC_STORE", "OMNIVEC_API_TOKEN", "OMNIVEC_EXACT_CACHE_MB", "OMNIVEC_HOME"} <= set(found)
     for key, path in sorted(found.items()):
         if key not in ENV_KEYS:
-            _env_parts(key)  # raises ConfigError for a name that is neither a setting nor registered
+            try:
+                _env_parts(key)  # a ConfigError: neither a setting nor registered
+            except ConfigError as exc:
+                raise AssertionError(f"{key} (in {path}) is not registered in omnivec.config.ENV_KEYS") from exc
     assert set(ENV_KEYS) <= set(found), set(ENV_KEYS) - set(found)
 
 
