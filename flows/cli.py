@@ -197,23 +197,45 @@ def status(store: StoreOpt = None, config: ConfigOpt = None,
     info = _guard(body)
     if as_json:
         print(json.dumps(info, default=str))
-        return
-    out.print(f"store {info['store']}: {info['items']} items "
-              f"({', '.join(f'{k} {v}' for k, v in info['items_by_status'].items()) or 'none'}), "
-              f"{info['errors']} errors", highlight=False)
+    else:
+        _print_status(info)
+    if info["problems"]:
+        raise typer.Exit(2)
+
+
+def _known(value: Any) -> str:
+    return "?" if value is None else str(value)
+
+
+def _print_status(info: dict[str, Any]) -> None:
+    by_status = ", ".join(f"{k} {v}" for k, v in info["items_by_status"].items()) or "none"
+    out.print(f"store {info['store']}: {_known(info['items'])} items ({by_status}), {_known(info['errors'])} errors",
+              highlight=False, markup=False)
     t = Table(title="spaces")
     for col in ("name", "space_id", "model", "pretrained", "dimension", "vectors", "status"):
         t.add_column(col)
     for sp in info["spaces"]:
-        t.add_row(sp["name"], sp["space_id"], sp["model"], str(sp["pretrained"]), str(sp["dimension"]),
-                  str(sp["vectors"]), sp["status"])
+        t.add_row(*(plain(sp[k]) for k in ("name", "space_id", "model", "pretrained", "dimension")),
+                  _known(sp["vectors"]), plain(sp["status"]))
     out.print(t)
     r = Table(title="last runs")
     for col in ("run", "ended", "seconds", "counts"):
         r.add_column(col)
     for run in info["runs"]:
-        r.add_row(run["run_name"], str(run["ended_at"])[:19], f"{run['seconds']:.1f}", run["counts"])
+        r.add_row(plain(run["run_name"]), str(run["ended_at"])[:19], f"{run['seconds'] or 0:.1f}",
+                  plain(run["counts"]))
     out.print(r)
+    for table, n in info["orphans"].items():
+        out.print(f"note: {n} rows of {table} belong to no row of items (a run stopped between its writes: "
+                  "the next ingest of those files completes them; or items lost rows)", highlight=False,
+                  markup=False)
+    if info["problems"]:
+        out.print(Text(f"damaged: {len(info['problems'])} table(s) of this store cannot be read as recorded",
+                       "bold red"))
+        for p in info["problems"]:
+            out.print(plain(f"  {p['table']}: " + "; ".join(p["problems"])), soft_wrap=True)
+            for i, remedy in enumerate(p["remedies"], 1):
+                out.print(plain(f"    {i}. {remedy}"), soft_wrap=True)
 
 
 @app.command()

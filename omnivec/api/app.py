@@ -22,9 +22,10 @@ from fastapi.staticfiles import StaticFiles
 from omnivec.api.auth import check_token
 from omnivec.api.media import AUDIO_TYPES, THUMB_MAX, Thumbnails, find_item, upload_kind
 from omnivec.config import Settings, load_settings
-from omnivec.errors import DecodeError, OmnivecError
+from omnivec.errors import DecodeError, OmnivecError, StoreError
 from omnivec.media import decode_text, read_file
 from omnivec.query import MODALITY_FILTERS, Hit, search
+from omnivec.store.health import HealthCache
 from omnivec.store.store import Store, sql_in
 
 DEFAULT_MAX_UPLOAD = 32 * 1024 * 1024
@@ -74,13 +75,24 @@ def create_app(settings: Settings | None = None, token: str | None = None,
     def _user_error(request: Request, exc: OmnivecError) -> JSONResponse:
         return JSONResponse(status_code=400, content={"detail": exc.problem, "remedies": exc.remedies})
 
+    @app.exception_handler(StoreError)  # a damaged or unreadable store: the service, not the request
+    def _store_error(request: Request, exc: StoreError) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": exc.problem, "remedies": exc.remedies})
+
     def _check(k: int, modality: str | None) -> None:
         if modality is not None and modality not in MODALITY_FILTERS:
             raise HTTPException(400, f"modality must be one of {', '.join(MODALITY_FILTERS)}")
 
-    @app.get("/healthz", tags=["service"])
-    def healthz() -> dict[str, Any]:
-        """Liveness and the store it serves."""
+    health = HealthCache()
+
+    @app.get("/healthz", tags=["service"], responses={503: {"description": "the store is damaged"}})
+    def healthz() -> Any:
+        """Liveness, the store it serves and whether every table of it is whole (checked once per
+        version of the tables, and at least every minute): 503 with the problems when one is damaged."""
+        checked = health.get(store)
+        if checked.damaged:
+            return JSONResponse(status_code=503, content={"status": "damaged", "store": store.uri,
+                                                          "problems": checked.problems})
         return {"status": "ok", "store": store.uri, "tables": len(store.table_names())}
 
     @app.get("/search", dependencies=guarded, tags=["search"])
