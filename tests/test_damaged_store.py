@@ -233,3 +233,19 @@ def test_healthz_checks_once_per_state_of_the_store(whole, tmp_path, monkeypatch
     assert cache.get(store).damaged and len(calls) == 3
     expired = health.HealthCache(ttl=0)  # and at least every ttl seconds
     assert expired.get(store).damaged and expired.get(store).damaged and len(calls) == 5
+
+
+def test_a_missing_vector_table_is_damage_not_an_empty_space(av_settings, corpus):
+    """With two spaces that embed text, a deleted clip table must not leave clap answering alone."""
+    from omnivec.errors import DamagedTableError
+    from omnivec.pipeline.run import ingest
+    from omnivec.query import search
+
+    ingest([str(corpus)], av_settings)
+    store = Store(av_settings.store)
+    tables = {name: table for name, _, table in store.vector_tables()}
+    assert set(tables) == {"clip", "clap"} and len(search("a red circle", k=3, settings=av_settings)) == 3
+    shutil.rmtree(Path(av_settings.store) / f"{tables['clip']}.lance")
+    with pytest.raises(DamagedTableError, match=f"table {tables['clip']} of store .* is damaged: it is missing"):
+        search("a red circle", k=3, settings=av_settings)
+    assert search("a red circle", k=3, settings=av_settings, space="clap")  # the intact space still answers
