@@ -30,6 +30,8 @@ RECIPE_KEY = "omnivec.recipe"
 SPACE_ID_KEY = "omnivec.space_id"
 _ID = re.compile(r"^[0-9a-f]{8,64}$")
 _ID_PREFIX = re.compile(r"^[0-9a-f]{4,64}$")
+
+
 def sql_in(column: str, ids: Iterable[str]) -> str:
     """``column IN (...)`` for ids omnivec generated itself (hex); anything else is refused."""
     ids = list(ids)
@@ -466,4 +468,3 @@ class Store:
                     tbl.tags.create(tag, version)
             tagged[name] = version
         return tagged
-
