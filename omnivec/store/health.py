@@ -122,6 +122,31 @@ def guard(value: Any, on_error: Callable[[BaseException], None]) -> Any:
 # -- one table --------------------------------------------------------------------------------
 
 
+def failure_problem(store_uri: str, name: str, exc: BaseException) -> str | None:
+    """What is wrong with table ``name`` now that a call on it failed with ``exc``; None when the table
+    is not damaged (a full disk, a dropped connection, a bad query: the failure stands as it is)."""
+    from omnivec.store.folder import no_space, storage_options
+
+    if not may_be_damage(exc) or no_space(exc):
+        return None
+    problems = version_problems(store_uri, name, options=storage_options(store_uri))
+    if problems:
+        return problems[0]
+    if reads_damaged_bytes(exc) and not isinstance(exc, OSError | TimeoutError):
+        return f"it cannot be read ({describe(exc)})"
+    return None
+
+
+def damage_remedies(store_uri: str, name: str) -> list[str]:
+    import shlex
+
+    return [f"run `omnivec status --store {shlex.quote(store_uri)}`: it lists every damaged table and the runs "
+            "whose versions of it are intact",
+            "roll the store back to such a run: omnivec restore --to RUN (later changes are undone as new "
+            "versions; history stays)",
+            f"or put {name}.lance back from a backup of the store"]
+
+
 def table_uri(store_uri: str, name: str) -> str:
     return f"{store_uri.rstrip('/')}/{name}.lance"
 

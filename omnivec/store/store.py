@@ -182,25 +182,14 @@ class Store:
     def _failed(self, name: str, exc: BaseException) -> None:
         """A call on table ``name`` failed: raise :class:`DamagedTableError` when the table is damaged,
         else return (the caller re-raises the failure as it was)."""
-        if not health.may_be_damage(exc) or no_space(exc):
-            return
-        problems = health.version_problems(self.uri, name, options=storage_options(self.uri))
-        if problems:
-            raise self.damaged(name, problems[0]) from exc
-        if health.reads_damaged_bytes(exc) and not isinstance(exc, OSError | TimeoutError):
-            raise self.damaged(name, f"it cannot be read ({health.describe(exc)})") from exc
+        problem = health.failure_problem(self.uri, name, exc)
+        if problem:
+            raise self.damaged(name, problem) from exc
 
     def damaged(self, name: str, problem: str) -> DamagedTableError:
         """The error for a damaged table, with the ways out."""
-        import shlex
-
         self.damage_seen += 1
-        return DamagedTableError(name, self.uri, problem, [
-            f"run `omnivec status --store {shlex.quote(self.uri)}`: it lists every damaged table and the runs "
-            "whose versions of it are intact",
-            "roll the store back to such a run: omnivec restore --to RUN (later changes are undone as new "
-            "versions; history stays)",
-            f"or put {name}.lance back from a backup of the store"])
+        return DamagedTableError(name, self.uri, problem, health.damage_remedies(self.uri, name))
 
     def _absent(self, name: str) -> None:
         """A table that is not there: damage when the store names it or its folder holds data."""
