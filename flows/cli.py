@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from flows.cli_common import (
     ClapOpt,
@@ -30,6 +31,7 @@ from flows.cli_common import (
     app,
     err,
     out,
+    plain,
 )
 from omnivec.config import load_settings
 from omnivec.errors import OmnivecError
@@ -93,19 +95,21 @@ def _print_report(report: Any) -> None:
     for col in (rows[0] if rows else {"modality": None}):
         table.add_column(col, justify="left" if col == "modality" else "right")
     for r in rows:
-        table.add_row(*("" if v is None else str(v) for v in r.values()))
+        table.add_row(*(plain(v) for v in r.values()))
     out.print(table)
     for space, reason in report.unavailable.items():
-        err.print(f"[yellow]space {space} unavailable; its items stay pending.[/]\n{reason}", highlight=False)
+        err.print(Text(f"space {space} unavailable; its items stay pending.", "yellow"), plain(reason),
+                  sep="\n", highlight=False)
     for space in report.drifted:
         d = report.drift[space]
-        err.print(f"[yellow]drift canary: space {space} re-embedded {d['segments']} stored segments, min cosine "
-                  f"{d['min_cosine']}: vectors are no longer computed the way they were stored.[/]", highlight=False)
+        err.print(Text(f"drift canary: space {space} re-embedded {d['segments']} stored segments, min cosine "
+                       f"{d['min_cosine']}: vectors are no longer computed the way they were stored.", "yellow"),
+                  highlight=False)
     for space, reason in sorted(report.canary_skipped.items()):
-        out.print(f"[dim]drift canary skipped for space {space}: {reason}[/]", highlight=False)
+        out.print(Text(f"drift canary skipped for space {space}: {reason}", "dim"), highlight=False)
     out.print(f"embedded {report.embedded}, failed {report.failed} "
               f"(errors in store: {report.errors_total}; see `omnivec errors`), "
-              f"{report.wall_seconds:.1f} s, store {report.store}", highlight=False)
+              f"{report.wall_seconds:.1f} s, store {report.store}", highlight=False, markup=False)
 
 
 @app.command()
@@ -155,17 +159,18 @@ def search(
 
 
 def _print_assets(hits: list[Any], title: str) -> None:
-    table = Table(title=title)
+    table = Table(title=plain(title))
     for col in ("#", "score", "asset", "members", "ranks"):
         table.add_column(col, overflow="fold")
     for i, h in enumerate(hits, 1):
         members = "\n".join(f"{m['modality']}: {m['uri']}" for m in h.members)
-        table.add_row(str(i), f"{h.score:.4f}", h.key, members, ", ".join(f"{n}#{r}" for n, r in h.ranks.items()))
+        table.add_row(str(i), f"{h.score:.4f}", plain(h.key), plain(members),
+                      plain(", ".join(f"{n}#{r}" for n, r in h.ranks.items())))
     out.print(table)
 
 
 def _print_hits(hits: list[Any], title: str) -> None:
-    table = Table(title=title)
+    table = Table(title=plain(title))
     for col in ("#", "score", "modality", "uri", "match", "ranks"):
         table.add_column(col, overflow="fold")
     for i, h in enumerate(hits, 1):
@@ -173,15 +178,16 @@ def _print_hits(hits: list[Any], title: str) -> None:
             snippet = f"{h.start_s:.1f}-{h.end_s:.1f} s"
         else:
             snippet = (h.text or "")[:60] + ("..." if h.text and len(h.text) > 60 else "")
-        table.add_row(str(i), f"{h.score:.4f}", h.modality, h.uri, snippet,
-                      ", ".join(f"{n}#{r}" for n, r in h.ranks.items()))
+        table.add_row(str(i), f"{h.score:.4f}", h.modality, plain(h.uri), plain(snippet),
+                      plain(", ".join(f"{n}#{r}" for n, r in h.ranks.items())))
     out.print(table)
 
 
 @app.command()
 def status(store: StoreOpt = None, config: ConfigOpt = None,
            as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Spaces, row counts, last runs and the error count of a store."""
+    """Spaces, row counts, last runs and the error count of a store, and whether every table is whole
+    (exit code 2 when one is damaged)."""
 
     def body() -> dict[str, Any]:
         from omnivec.status import store_status
@@ -191,23 +197,45 @@ def status(store: StoreOpt = None, config: ConfigOpt = None,
     info = _guard(body)
     if as_json:
         print(json.dumps(info, default=str))
-        return
-    out.print(f"store {info['store']}: {info['items']} items "
-              f"({', '.join(f'{k} {v}' for k, v in info['items_by_status'].items()) or 'none'}), "
-              f"{info['errors']} errors", highlight=False)
+    else:
+        _print_status(info)
+    if info["problems"]:
+        raise typer.Exit(2)
+
+
+def _known(value: Any) -> str:
+    return "?" if value is None else str(value)
+
+
+def _print_status(info: dict[str, Any]) -> None:
+    by_status = ", ".join(f"{k} {v}" for k, v in info["items_by_status"].items()) or "none"
+    out.print(f"store {info['store']}: {_known(info['items'])} items ({by_status}), {_known(info['errors'])} errors",
+              highlight=False, markup=False)
     t = Table(title="spaces")
     for col in ("name", "space_id", "model", "pretrained", "dimension", "vectors", "status"):
         t.add_column(col)
     for sp in info["spaces"]:
-        t.add_row(sp["name"], sp["space_id"], sp["model"], str(sp["pretrained"]), str(sp["dimension"]),
-                  str(sp["vectors"]), sp["status"])
+        t.add_row(*(plain(sp[k]) for k in ("name", "space_id", "model", "pretrained", "dimension")),
+                  _known(sp["vectors"]), plain(sp["status"]))
     out.print(t)
     r = Table(title="last runs")
     for col in ("run", "ended", "seconds", "counts"):
         r.add_column(col)
     for run in info["runs"]:
-        r.add_row(run["run_name"], str(run["ended_at"])[:19], f"{run['seconds']:.1f}", run["counts"])
+        r.add_row(plain(run["run_name"]), str(run["ended_at"])[:19], f"{run['seconds'] or 0:.1f}",
+                  plain(run["counts"]))
     out.print(r)
+    for table, n in info["orphans"].items():
+        out.print(f"note: {n} rows of {table} belong to no row of items (a run stopped between its writes: "
+                  "the next ingest of those files completes them; or items lost rows)", highlight=False,
+                  markup=False)
+    if info["problems"]:
+        out.print(Text(f"damaged: {len(info['problems'])} table(s) of this store cannot be read as recorded",
+                       "bold red"))
+        for p in info["problems"]:
+            out.print(plain(f"  {p['table']}: " + "; ".join(p["problems"])), soft_wrap=True)
+            for i, remedy in enumerate(p["remedies"], 1):
+                out.print(plain(f"    {i}. {remedy}"), soft_wrap=True)
 
 
 @app.command()
@@ -229,8 +257,8 @@ def errors(store: StoreOpt = None, config: ConfigOpt = None,
     for col in ("uri", "stage", "space", "error", "attempts"):
         t.add_column(col, overflow="fold")
     for row in rows:
-        t.add_row(row["uri"], row["stage"], row["space"] or "", f"{row['error_class']}: {row['message']}",
-                  str(row["attempts"]))
+        t.add_row(plain(row["uri"]), plain(row["stage"]), plain(row["space"]),
+                  plain(f"{row['error_class']}: {row['message']}"), str(row["attempts"]))
     out.print(t)
 
 
@@ -240,7 +268,7 @@ def sample_corpus(folder: Annotated[Path, typer.Argument(help="where to write th
     from omnivec.sample import build_sample_corpus
 
     root = build_sample_corpus(folder)
-    out.print(f"sample corpus written to {root}", highlight=False)
+    out.print(f"sample corpus written to {root}", highlight=False, markup=False)
 
 
 @app.command()
@@ -259,7 +287,8 @@ def demo(
 
         corpus = build_sample_corpus(folder / "corpus")
         n_audio = len(list((corpus / "audio").iterdir()))
-        out.print(f"sample corpus: {corpus} (18 images, 6 texts, {n_audio} audio files)", highlight=False)
+        out.print(f"sample corpus: {corpus} (18 images, 6 texts, {n_audio} audio files)", highlight=False,
+                  markup=False)
         s = load_settings(overrides={"store": str(folder / "store")})
         states = load_spaces(s)
         tiny: dict[str, Any] = {}

@@ -27,6 +27,7 @@ from flows.cli_common import (
     _settings,
     app,
     out,
+    plain,
 )
 
 spaces_app = typer.Typer(help="List spaces; retire, activate, promote or roll back one.", invoke_without_command=True,
@@ -54,8 +55,8 @@ def spaces(ctx: typer.Context, store: StoreOpt = None, config: ConfigOpt = None,
     for col in ("name", "space_id", "model", "pretrained", "dimension", "rows", "status", "default", "created"):
         t.add_column(col, overflow="fold")
     for r in rows:
-        t.add_row(r["name"], r["space_id"], r["model"], str(r["pretrained"]), str(r["dimension"]), str(r["rows"]),
-                  r["status"], "yes" if r["default"] else "", str(r["created"])[:19])
+        t.add_row(*(plain(r[k]) for k in ("name", "space_id", "model", "pretrained", "dimension", "rows", "status")),
+                  "yes" if r["default"] else "", str(r["created"])[:19])
     out.print(t)
 
 
@@ -72,7 +73,7 @@ def _space_op(store: str | None, config: Path | None, op: Callable[[Any], dict[s
 
 def _set_status(space_id: str, status: str, store: str | None, config: Path | None) -> None:
     row = _space_op(store, config, lambda st: st.set_space_status(space_id, status))
-    out.print(f"space {row['name']} {row['space_id']} ({row['model']}) is now {status}", highlight=False)
+    out.print(f"space {row['name']} {row['space_id']} ({row['model']}) is now {status}", highlight=False, markup=False)
 
 
 @spaces_app.command("retire")
@@ -87,7 +88,8 @@ def spaces_promote(space_id: Annotated[str, typer.Argument(help="space_id (or a 
                    store: StoreOpt = None, config: ConfigOpt = None) -> None:
     """Make a space the default of its name (used unless a model is chosen explicitly)."""
     row = _space_op(store, config, lambda st: st.promote(space_id))
-    out.print(f"space {row['name']} {row['space_id']} ({row['model']}) is now the default", highlight=False)
+    out.print(f"space {row['name']} {row['space_id']} ({row['model']}) is now the default", highlight=False,
+              markup=False)
 
 
 @spaces_app.command("rollback")
@@ -95,7 +97,7 @@ def spaces_rollback(name: Annotated[str, typer.Argument(help="space name (clip, 
                     store: StoreOpt = None, config: ConfigOpt = None) -> None:
     """Make the previously promoted space of a name the default again."""
     row = _space_op(store, config, lambda st: st.rollback(name))
-    out.print(f"space {row['name']} is back on {row['space_id']} ({row['model']})", highlight=False)
+    out.print(f"space {row['name']} is back on {row['space_id']} ({row['model']})", highlight=False, markup=False)
 
 
 @spaces_app.command("activate")
@@ -126,8 +128,8 @@ def runs(store: StoreOpt = None, config: ConfigOpt = None,
     for r in rows:
         counts = "; ".join(f"{m}: " + ", ".join(f"{k} {v}" for k, v in c.items() if v) if isinstance(c, dict)
                            else f"{m}: {c}" for m, c in r["counts"].items())
-        t.add_row(r["run_name"], r["status"], str(r["ended_at"])[:19], f"{r['seconds']:.1f}", counts,
-                  str(len(r["tagged_tables"])))
+        t.add_row(plain(r["run_name"]), plain(r["status"]), str(r["ended_at"])[:19], f"{r['seconds'] or 0:.1f}",
+                  plain(counts), str(len(r["tagged_tables"])))
     out.print(t)
 
 
@@ -144,7 +146,8 @@ def restore(to: Annotated[str, typer.Option("--to", help="the run to roll back t
 
     tag, restored = _guard(body)
     out.print(f"restored {len(restored)} tables to run {to} (recorded as run {tag}; "
-              f"{sum(1 for v in restored.values() if v == 0)} tables created later were emptied)", highlight=False)
+              f"{sum(1 for v in restored.values() if v == 0)} tables created later were emptied)", highlight=False,
+              markup=False)
 
 
 @app.command()
@@ -184,7 +187,7 @@ def reembed(
     out.print(f"space {result['space']}: new space_id {result['space_id']} ({result['table']}); "
               f"{result['to_embed']} items embedded, {result['already_embedded']} already done, "
               f"{result['failed']} failed; run {result['run_name']}"
-              + ("; promoted to the default" if result.get("promoted") else ""), highlight=False)
+              + ("; promoted to the default" if result.get("promoted") else ""), highlight=False, markup=False)
 
 
 @app.command()
@@ -196,8 +199,10 @@ def maintain(store: StoreOpt = None, config: ConfigOpt = None,
     """Compact tables, build/refresh indices, remove untagged versions past the retention period."""
 
     def body() -> list[dict[str, Any]]:
+        from omnivec.maintenance import retention
         from omnivec.store import Store
 
+        retention(retention_days)  # refused before the store is locked or a flow starts
         uri = Store(_settings(config, store).store).uri
         if local:
             from omnivec.maintenance import maintain as run_local
@@ -217,7 +222,7 @@ def maintain(store: StoreOpt = None, config: ConfigOpt = None,
     for col in ("table", "rows", "fragments", "versions", "vector index", "bytes freed", "s"):
         t.add_column(col)
     for r in rows:
-        t.add_row(r["table"], str(r["rows"]), f"{r['fragments_before']} -> {r['fragments_after']}",
+        t.add_row(plain(r["table"]), str(r["rows"]), f"{r['fragments_before']} -> {r['fragments_after']}",
                   f"{r['versions_before']} -> {r['versions_after']}", r["vector_index"], f"{r['bytes_removed']:,}",
                   f"{r['seconds']:.2f}")
     out.print(t)
@@ -247,7 +252,7 @@ def serve_cmd(
 
         require_server()
         out.print(f"serving ingest ({cron}), maintain ({maintain_cron}) and reembed for store {s.store}; "
-                  "Ctrl-C to stop (schedules stay active)", highlight=False)
+                  "Ctrl-C to stop (schedules stay active)", highlight=False, markup=False)
         serve([str(p) for p in sources], s, cron, maintain_cron)
 
     _guard(body)

@@ -80,11 +80,11 @@ def api_cmd(
             from omnivec.api.warm import warm_encoders
 
             for line in warm_encoders(s):
-                err.print(line, highlight=False, soft_wrap=True)
+                err.print(line, highlight=False, soft_wrap=True, markup=False)
         token = "on" if os.environ.get("OMNIVEC_API_TOKEN") else "off"
         shown = f"[{host}]" if ":" in host else host
         err.print(f"omnivec api on http://{shown}:{port} (page /, docs /docs), store {s.store}, token {token}",
-                  highlight=False, soft_wrap=True)
+                  highlight=False, soft_wrap=True, markup=False)
         uvicorn.Server(uvicorn.Config(application, log_level=log_level)).run(sockets=[sock])
 
     _guard(body)

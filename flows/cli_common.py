@@ -9,6 +9,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from omnivec.config import Settings, load_settings
 from omnivec.errors import OmnivecError
@@ -42,12 +43,18 @@ def _settings(config: Path | None, store: str | None = None, model: str | None =
     return load_settings(config, overrides)
 
 
+def plain(value: Any) -> Text:
+    """User text (a uri, a model name, a message) as rich shows it: verbatim, never read as markup
+    (a file named ``[bold]x.txt``, a remedy naming ``[spaces.clap]``)."""
+    return Text("" if value is None else str(value))
+
+
 def _guard(fn: Callable[[], T]) -> T:
     """Run a command body; user errors become one clear message and exit code 2."""
     try:
         return fn()
     except OmnivecError as exc:
-        err.print(f"[bold red]error:[/] {exc.render()}", highlight=False, markup=True, soft_wrap=True)
+        err.print(Text.assemble(("error:", "bold red"), " ", exc.render()), highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 

@@ -50,12 +50,9 @@ MARK = "prefect.server.api.server:create_app"  # in the command line of Prefect'
 
 
 def wanted() -> str:
-    value = os.environ.get(ENV, "idle").strip().lower() or "idle"
-    if value not in ("idle", "normal"):
-        from omnivec.errors import ConfigError
+    from omnivec.config import env
 
-        raise ConfigError(f"{ENV}={value!r} is not one of: idle, normal")
-    return value
+    return str(env(ENV))
 
 
 def temporary_servers() -> list[int]:

@@ -13,14 +13,19 @@ when it exists. Each space has its own table::
 
 Environment variables use the field names in upper case (``OMNIVEC_STORE``,
 ``OMNIVEC_BATCH_SIZE``); nested keys use a double underscore
-(``OMNIVEC_SPACES__CLIP__MODEL``). List values in the environment are comma-separated.
+(``OMNIVEC_SPACES__CLIP__MODEL``). List values in the environment are comma-separated. Any other
+``OMNIVEC_*`` variable must be one of :data:`ENV_KEYS` (read by other parts, through :func:`env`);
+an unknown one is refused, so a misspelt key never goes unnoticed.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -124,6 +129,14 @@ class Settings(BaseModel):
         self.spaces = spaces
         return self
 
+    @field_validator("store")
+    @classmethod
+    def _store_path(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("the store path is empty (give a folder or s3://bucket/prefix, or leave it unset "
+                             "for ./omnivec-data)")
+        return v
+
     @field_validator("spaces")
     @classmethod
     def _space_names(cls, v: dict[str, SpaceSettings]) -> dict[str, SpaceSettings]:
@@ -167,15 +180,101 @@ def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any
 _LIST_FIELDS = {"include", "exclude"}
 
 
-def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
+def _megabytes(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not 0 <= value <= 2**30:
+        raise ValueError("give a number of megabytes from 0 to 2^30")
+    return value
+
+
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError(f"not one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+@dataclass(frozen=True, slots=True)
+class EnvKey:
+    """An ``OMNIVEC_*`` variable read outside the settings: who reads it, its default, and how its
+    value is read (a ValueError names what is allowed)."""
+
+    reader: str
+    default: str | None = None
+    parse: Callable[[str], Any] = str
+
+
+ENV_KEYS: dict[str, EnvKey] = {
+    "OMNIVEC_CONFIG": EnvKey("omnivec.config: the settings file"),
+    "OMNIVEC_API_TOKEN": EnvKey("omnivec.api: the bearer token every data route requires"),
+    "OMNIVEC_EXACT_CACHE_MB": EnvKey("omnivec.exact: bytes of vectors kept in memory (0: off)", "1024", _megabytes),
+    "OMNIVEC_EXACT_FIRST_PASS": EnvKey("omnivec.exact: the bfloat16 first pass", "auto",
+                                       _one_of("auto", "bf16", "off")),
+    "OMNIVEC_MALLOC_TRIM": EnvKey("omnivec.memory: 0 stops returning freed memory to the system", "1"),
+    "OMNIVEC_TEMPORARY_SERVER": EnvKey("flows.temporary_server: priority of the temporary Prefect server", "idle",
+                                       _one_of("idle", "normal")),
+    "OMNIVEC_TEST_ARTIFACTS": EnvKey("tests: where failing browser tests leave screenshots"),
+    "OMNIVEC_HOME": EnvKey("deploy/prefect.yaml: the repository root a deployment runs from"),
+    "OMNIVEC_MEDIA": EnvKey("deploy/docker-compose.yml: the media folder mounted into the containers"),
+    "OMNIVEC_BASE_IMAGE": EnvKey("deploy/docker-compose.yml: the image the container is built on"),
+    "OMNIVEC_TORCH_INDEX_URL": EnvKey("deploy/docker-compose.yml: where the image's torch comes from"),
+}
+
+
+def env(key: str, environ: Mapping[str, str] | None = None) -> Any:
+    """The value of a registered ``OMNIVEC_*`` variable (its default when unset or empty), as its
+    :class:`EnvKey` reads it; a bad value is a :class:`ConfigError` naming the key."""
+    spec = ENV_KEYS[key]  # a KeyError here: register the variable in ENV_KEYS first
+    raw = (os.environ if environ is None else environ).get(key) or spec.default
+    if raw is None:
+        return None
+    try:
+        return spec.parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{key}={raw!r} is refused: {exc}",
+                          [f"fix it (default: {spec.default}) or unset it; it is read by {spec.reader}"]) from None
+
+
+def _env_key_error(key: str, problem: str) -> ConfigError:
+    names = [ENV_PREFIX + f.upper() for f in Settings.model_fields] + list(ENV_KEYS)
+    names += [f"{ENV_PREFIX}SPACES__{n.upper()}__{f.upper()}" for n in default_spaces()
+              for f in SpaceSettings.model_fields]
+    close = difflib.get_close_matches(key, [n for n in names if n != key], n=1, cutoff=0.75)
+    return ConfigError(f"environment variable {key}: {problem}" + (f"; did you mean {close[0]}?" if close else ""),
+                       ["fix or unset it: every OMNIVEC_* variable is a setting (OMNIVEC_<KEY>, nested keys with "
+                        "__, e.g. OMNIVEC_SPACES__CLIP__MODEL) or one of " + ", ".join(sorted(ENV_KEYS)),
+                        "see README, 'Settings'"])
+
+
+def _env_parts(key: str) -> list[str]:
+    """The setting an ``OMNIVEC_*`` key names, as a path of field names; unknown keys are refused."""
+    parts = key[len(ENV_PREFIX) :].lower().split("__")
+    if parts[0] not in Settings.model_fields:
+        raise _env_key_error(key, "no setting has this name")
+    form = {"spaces": "OMNIVEC_SPACES__<NAME>__<KEY>", "asset_weights": "OMNIVEC_ASSET_WEIGHTS__<MODALITY>"}
+    if len(parts) != form.get(parts[0], "").count("__") + 1 or not all(parts):
+        raise _env_key_error(key, f"the form is {form[parts[0]]}" if parts[0] in form
+                             else f"{parts[0]} has no nested keys")
+    if parts[0] == "spaces" and parts[2] not in SpaceSettings.model_fields:
+        raise _env_key_error(key, f"a space has no setting {parts[2]!r}")
+    return parts
+
+
+def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
     layer: dict[str, Any] = {}
-    known = set(Settings.model_fields)
-    for key, raw in env.items():
-        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX):
             continue
-        parts = key[len(ENV_PREFIX) :].lower().split("__")
-        if parts[0] not in known:
-            continue  # other OMNIVEC_* variables belong to other parts (API token, ...)
+        if key in ENV_KEYS:
+            env(key, environ)  # other parts' variables: checked here, read where they are used
+            continue
+        parts = _env_parts(key)
         value: Any = raw
         if parts[0] in _LIST_FIELDS:
             value = [p.strip() for p in raw.split(",") if p.strip()]
@@ -237,7 +336,32 @@ def load_settings(
     for layer in layers:  # new spaces named only in the file/env start from SpaceSettings' defaults
         data = _deep_merge(data, layer)
     where = f"defaults < {path or 'no config file'} < environment < flags"
+    _check_new_spaces(zip((str(path), "the environment", "flags"), layers, strict=True))
     settings = _validate(data, where)
     settings._pinned = {name for layer in layers for name, cfg in (layer.get("spaces") or {}).items()
                         if isinstance(cfg, Mapping) and any(cfg.get(k) is not None for k in _IDENTITY_KEYS)}
     return settings
+
+
+def _check_new_spaces(layers: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+    """A space other than the defaults must name its encoder: a misspelt name (``[spaces.clpi]``)
+    would otherwise become a new space with the default encoder, silently."""
+    named: dict[str, str] = {}
+    encoders: set[str] = set()
+    for where, layer in layers:
+        for name, cfg in (layer.get("spaces") or {}).items():
+            named.setdefault(name, where)
+            if isinstance(cfg, Mapping) and cfg.get("encoder") is not None:
+                encoders.add(name)
+    defaults = default_spaces()
+    for name, where in named.items():
+        if name in defaults or name in encoders or not (name.isidentifier() and name.lower() == name):
+            continue  # a malformed name is refused by the settings' own check, which says why
+        close = difflib.get_close_matches(name, list(defaults), n=1)
+        raise ConfigError(
+            f"space {name!r} (in {where}) is not one of the default spaces ({', '.join(defaults)}) and names no "
+            "encoder" + (f"; did you mean {close[0]!r}?" if close else ""),
+            ([f"fix the name: [spaces.{close[0]}] in omnivec.toml, OMNIVEC_SPACES__{close[0].upper()}__<KEY> in "
+              "the environment"] if close else [])
+            + [f"or, for a new space, name its encoder: [spaces.{name}] encoder = \"open_clip\" (or \"clap\", "
+               f"\"sentence_transformers\"), or OMNIVEC_SPACES__{name.upper()}__ENCODER"])

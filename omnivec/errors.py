@@ -31,6 +31,19 @@ class StoreError(OmnivecError):
     """The store cannot be opened or written."""
 
 
+class DamagedTableError(StoreError):
+    """A table of the store is damaged: a file it needs is missing, cut short or overwritten."""
+
+    def __init__(self, table: str, store: str, problem: str, remedies: list[str] | None = None) -> None:
+        self.table = table
+        self.store = store
+        self.detail = problem
+        super().__init__(f"table {table} of store {store} is damaged: {problem}", remedies)
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, str, list[str]]]:  # pickled between processes
+        return type(self), (self.table, self.store, self.detail, self.remedies)
+
+
 class ModelUnavailableError(OmnivecError):
     """An encoder's model or weights cannot be loaded (offline and not cached, bad path...)."""
 

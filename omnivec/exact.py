@@ -24,7 +24,6 @@ Searches with SQL filters, ``as_of`` or an ANN index do not use this module.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from omnivec.config import env
 from omnivec.store.datasets import dataset
 
 BF16_UNIT = 2.0**-8  # unit roundoff of bfloat16 (8 significant bits, round to nearest)
@@ -39,15 +39,12 @@ FP32_UNIT = 2.0**-24
 
 
 def cache_bytes() -> int:
-    try:
-        return int(float(os.environ.get("OMNIVEC_EXACT_CACHE_MB", "1024")) * 1024 * 1024)
-    except ValueError:
-        return 1024 * 1024 * 1024
+    """The cap, from ``OMNIVEC_EXACT_CACHE_MB`` (a bad value is a ConfigError naming it)."""
+    return int(env("OMNIVEC_EXACT_CACHE_MB") * 1024 * 1024)
 
 
 def first_pass_mode() -> str:
-    mode = os.environ.get("OMNIVEC_EXACT_FIRST_PASS", "auto").strip().lower()
-    return mode if mode in ("auto", "bf16", "off") else "auto"
+    return str(env("OMNIVEC_EXACT_FIRST_PASS"))
 
 
 def error_bound(dim: int, norm_product: float) -> float:

@@ -10,17 +10,30 @@ Run it while no ingest is writing to the store.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
 
+from omnivec.errors import OmnivecError
 from omnivec.store.coverage import remove_uncommitted
 from omnivec.store.lock import writer_lock
 from omnivec.store.store import Store
 
 DEFAULT_RETENTION_DAYS = 30.0
 DEFAULT_INDEX_THRESHOLD = 100_000
+MAX_RETENTION_DAYS = 36_500
+
+
+def retention(days: float) -> timedelta:
+    """The retention period ``--retention-days`` asks for: 0 to 36500 days (a century: every version is
+    kept); anything else, inf and nan included, is refused."""
+    if not (math.isfinite(days) and 0 <= days <= MAX_RETENTION_DAYS):
+        raise OmnivecError(f"--retention-days {days:g} is out of range: give 0 to {MAX_RETENTION_DAYS} days",
+                           [f"--retention-days {MAX_RETENTION_DAYS} keeps every version (a century)",
+                            "--retention-days 0 removes every untagged version but the latest"])
+    return timedelta(days=days)
 
 
 @dataclass(slots=True)
@@ -81,12 +94,12 @@ def maintain_table(store: Store, name: str, retention: timedelta, index_threshol
 def maintain(uri: str, retention_days: float = DEFAULT_RETENTION_DAYS,
              index_threshold: int = DEFAULT_INDEX_THRESHOLD) -> list[TableUpkeep]:
     """Upkeep of every table of a store; returns what changed, table by table."""
+    keep = retention(retention_days)
     with writer_lock(Store(uri).uri, "maintain", on_wait=logging.getLogger("omnivec").warning):
         store = Store(uri)
         remove_uncommitted(store)  # vectors a killed run wrote without their items rows
-        retention = timedelta(days=retention_days)
         out = []
         for name in store.table_names():
             with store.writing(name, f"upkeep of table {name}"):  # a full disk: one clear error, no traceback
-                out.append(maintain_table(store, name, retention, index_threshold))
+                out.append(maintain_table(store, name, keep, index_threshold))
         return out

@@ -10,8 +10,9 @@ nothing. ``OMNIVEC_MALLOC_TRIM=0`` turns it off.
 from __future__ import annotations
 
 import ctypes
-import os
 from typing import Any
+
+from omnivec.config import env
 
 _trim: Any = None
 
@@ -23,5 +24,5 @@ def release() -> None:
             _trim = ctypes.CDLL("libc.so.6").malloc_trim
         except (OSError, AttributeError):
             _trim = False
-    if _trim and os.environ.get("OMNIVEC_MALLOC_TRIM", "1") != "0":
+    if _trim and env("OMNIVEC_MALLOC_TRIM") != "0":
         _trim(0)

@@ -1,25 +1,50 @@
-"""Read-only summaries of a store, for `omnivec status` and `omnivec errors`."""
+"""Read-only summaries of a store, for `omnivec status`, `errors`, `spaces` and `runs`."""
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
 
+from omnivec.errors import DamagedTableError
+from omnivec.store.health import check_store
 from omnivec.store.store import Store
+
+T = TypeVar("T")
+
+
+def _unless_damaged(read: Callable[[], T], default: T) -> T:
+    """What ``read`` returns, or ``default`` when a table it reads is damaged (the check lists it)."""
+    try:
+        return read()
+    except DamagedTableError:
+        return default
 
 
 def store_status(uri: str, last_runs: int = 5) -> dict[str, Any]:
+    """Counts, spaces and last runs, as far as the tables can be read, and the store's consistency:
+    ``problems`` (damaged tables, each with remedies; empty when the store is whole) and ``orphans``
+    (vector rows whose item has no `items` row, per table). Unreadable counts are None."""
     store = Store(uri)
-    items = store.read("items", ["status"])
-    by_status = Counter(items.column("status").to_pylist()) if items.num_rows else Counter()
+    health = check_store(store)
+    damaged = {p["table"] for p in health.problems}
+    statuses: list[str] | None = _unless_damaged(
+        lambda: store.read("items", ["status"]).column("status").to_pylist(), None)
     spaces = []
-    for row in store.space_rows():
+    no_rows: list[dict[str, Any]] = []
+    for row in _unless_damaged(store.space_rows, no_rows):
+        table = row["table_name"]
+        vectors = None if table in damaged else _unless_damaged(partial(store.count, table), None)
         spaces.append({k: row[k] for k in ("name", "space_id", "model", "pretrained", "dimension",
-                                           "status", "created_at")}
-                      | {"vectors": store.count(row["table_name"])})
-    runs = sorted(store.read("runs").to_pylist(), key=lambda r: r["started_at"], reverse=True)
-    return {"store": store.uri, "items": items.num_rows, "items_by_status": dict(by_status),
-            "errors": store.count("errors"), "spaces": spaces, "runs": runs[:last_runs]}
+                                           "status", "created_at")} | {"vectors": vectors})
+    runs = sorted(_unless_damaged(lambda: store.read("runs").to_pylist(), no_rows), key=lambda r: r["started_at"],
+                  reverse=True)
+    return {"store": store.uri, "items": None if statuses is None else len(statuses),
+            "items_by_status": dict(Counter(statuses or [])),
+            "errors": _unless_damaged(lambda: store.count("errors"), None), "spaces": spaces,
+            "runs": runs[:last_runs], "problems": health.problems, "orphans": health.orphans,
+            "check_seconds": health.seconds}
 
 
 def store_errors(uri: str, limit: int = 50) -> list[dict[str, Any]]:
@@ -45,7 +70,7 @@ def list_runs(uri: str) -> list[dict[str, Any]]:
 
     store = Store(uri)
     tagged: dict[str, list[str]] = {}
-    for name in store.table_names():
+    for name in sorted(set(store.table_names()) | set(store.expected_tables())):  # a missing one: damage
         tbl = store.table(name)
         for tag in (tbl.tags.list() if tbl is not None else {}):
             tagged.setdefault(tag, []).append(name)

@@ -109,3 +109,57 @@ def test_cli_on_ephemeral_prefect_prints_nothing_alarming(tmp_path, tiny_clip_di
     text = (res.stdout + res.stderr).lower()
     for alarming in ("traceback", "telemetry", "analytics", "error"):
         assert alarming not in text.replace("errors in store", "").replace("omnivec errors", ""), alarming
+
+
+def test_a_remedy_naming_a_settings_table_reaches_stderr_verbatim(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    res = run(["search", "x", "--space", "clap", "--clap-model", str(tmp_path / "nowhere"), "--store", str(store)])
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "or switch the space off: [spaces.clap] enabled = false" in res.stderr  # rich markup would eat it
+
+
+def test_a_file_named_like_markup_prints_verbatim_in_errors(tmp_path, tiny_clip_dir):
+    store = tmp_path / "store"
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "[bold]x.txt").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))  # a PNG named .txt: an errors row
+    res = run(["ingest", str(docs), "--store", str(store), "--model", f"local-dir:{tiny_clip_dir}", "--local"])
+    assert res.returncode == 0, res.stderr
+    res = run(["errors", "--store", str(store)])
+    assert res.returncode == 0 and "[bold]x.txt" in res.stdout
+
+
+def test_an_empty_store_path_is_refused_by_every_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("hello")
+    runner = CliRunner()
+    commands = [["ingest", str(docs), "--local"], ["search", "x"], ["status"], ["errors"], ["spaces"], ["runs"],
+                ["maintain", "--local"], ["restore", "--to", "ingest-1"], ["spaces", "retire", "abcd"],
+                ["reembed", "--space", "clip", "--model", "RN50", "--local"], ["serve", str(docs)], ["api"]]
+    for command in commands:
+        result = runner.invoke(app, [*command, "--store", ""], env={"COLUMNS": "200"})
+        assert result.exit_code == 2 and result.exception is None or isinstance(result.exception, SystemExit), command
+        assert "the store path is empty" in result.stderr, (command, result.stderr)
+    assert sorted(os.listdir(docs)) == ["a.txt"]
+    res = run(["status", "--store", ""])  # the real process, too
+    assert res.returncode == 2 and "the store path is empty" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_unknown_environment_keys_and_bad_retention_are_refused(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    res = run(["status", "--store", str(store)], env={"OMNIVEC_STOER": str(tmp_path / "other")})
+    assert res.returncode == 2 and "OMNIVEC_STOER" in res.stderr and "did you mean OMNIVEC_STORE?" in res.stderr
+    for days in ("inf", "1e9", "nan"):
+        res = run(["maintain", "--local", "--retention-days", days, "--store", str(store)])
+        assert res.returncode == 2 and "--retention-days" in res.stderr and "Traceback" not in res.stderr, res.stderr
+        assert days == "nan" or "out of range: give 0 to 36500 days" in res.stderr  # nan: the option's own check
+    assert os.listdir(store) == []  # refused before the store was locked
+    res = run(["maintain", "--local", "--retention-days", "36500", "--store", str(store)])
+    assert res.returncode == 0, res.stderr

@@ -168,11 +168,78 @@ def test_env_booleans_and_numbers_are_parsed() -> None:
 def test_unrelated_env_variables_are_ignored() -> None:
     env = {
         "OMNIVEC_API_TOKEN": "secret",  # another part's variable
+        "OMNIVEC_HOME": "/opt/omnivec",  # the deployments' variable
         "BATCH_SIZE": "1",  # no prefix
-        "OMNIVEC_CONFIG_DIR": "/x",  # not a settings field
         "HOME": "/home/x",
     }
     assert load_settings(env=env) == load_settings(env={})
+
+
+@pytest.mark.parametrize(("key", "meant"), [("OMNIVEC_STOER", "OMNIVEC_STORE"),
+                                            ("OMNIVEC_BATCHSIZE", "OMNIVEC_BATCH_SIZE"),
+                                            ("OMNIVEC_CONFIG_DIR", "OMNIVEC_CONFIG"),
+                                            ("OMNIVEC_SPACES__CLIP__MODLE", "OMNIVEC_SPACES__CLIP__MODEL"),
+                                            ("OMNIVEC_SPACES__CLIP", "OMNIVEC_SPACES__CLIP__MODEL")])
+def test_unknown_env_keys_are_refused_with_the_key_and_a_guess(key: str, meant: str) -> None:
+    assert key != meant
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={key: "1"})
+    assert key in info.value.problem and f"did you mean {meant}?" in info.value.problem
+
+
+def test_every_omnivec_variable_the_code_reads_is_registered() -> None:
+    """Each OMNIVEC_* name in the code, scripts and deploy files is a setting or an ENV_KEYS entry, and
+    each registered key is read somewhere (a reader outside the registry cannot be forgotten)."""
+    import re
+
+    from omnivec.config import ENV_KEYS, _env_parts
+
+    root = Path(__file__).resolve().parents[1]
+    kinds = (".py", ".sh", ".yaml", ".yml", ".toml", "")
+    files = [p for d in ("omnivec", "flows", "tasks", "benchmarks", "scripts", "deploy") for p in (root / d).rglob("*")
+             if p.is_file() and p.suffix in kinds and "__pycache__" not in str(p)]
+    files += [root / "tests" / "conftest.py", root / "tests" / "test_web_page.py"]
+    found: dict[str, Path] = {}
+    for path in files:
+        text = path.read_text(errors="replace")
+        for m in re.finditer(r"OMNIVEC_[A-Z0-9_]*", text):
+            if text[m.end():m.end() + 1] not in ("<", "{") and m.group().rstrip("_") != "OMNIVEC":  # a name, not a form
+                found.setdefault(m.group().rstrip("_"), path)
+    assert {"OMNIVEC_STORE", "OMNIVEC_API_TOKEN", "OMNIVEC_EXACT_CACHE_MB", "OMNIVEC_HOME"} <= set(found)
+    for key, path in sorted(found.items()):
+        if key not in ENV_KEYS:
+            try:
+                _env_parts(key)  # a ConfigError: neither a setting nor registered
+            except ConfigError as exc:
+                raise AssertionError(f"{key} (in {path}) is not registered in omnivec.config.ENV_KEYS") from exc
+    assert set(ENV_KEYS) <= set(found), set(ENV_KEYS) - set(found)
+
+
+@pytest.mark.parametrize(("key", "value", "allowed"), [("OMNIVEC_EXACT_CACHE_MB", "inf", "megabytes"),
+                                                       ("OMNIVEC_EXACT_CACHE_MB", "lots", "megabytes"),
+                                                       ("OMNIVEC_EXACT_CACHE_MB", "-5", "megabytes"),
+                                                       ("OMNIVEC_EXACT_FIRST_PASS", "fast", "auto, bf16, off"),
+                                                       ("OMNIVEC_TEMPORARY_SERVER", "lowest", "idle, normal")])
+def test_bad_values_of_other_parts_variables_are_refused_naming_the_key(key: str, value: str, allowed: str) -> None:
+    from omnivec.config import env
+
+    with pytest.raises(ConfigError, match=key) as info:
+        load_settings(env={key: value})
+    assert allowed in info.value.render()
+    with pytest.raises(ConfigError, match=key):
+        env(key, {key: value})  # the reader itself refuses it too
+
+
+def test_exact_cache_reads_its_registered_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from omnivec.exact import cache_bytes, first_pass_mode
+
+    assert cache_bytes() == 1024 * 1024 * 1024 and first_pass_mode() == "auto"  # defaults
+    monkeypatch.setenv("OMNIVEC_EXACT_CACHE_MB", "0.5")
+    monkeypatch.setenv("OMNIVEC_EXACT_FIRST_PASS", " OFF ")
+    assert cache_bytes() == 512 * 1024 and first_pass_mode() == "off"
+    monkeypatch.setenv("OMNIVEC_EXACT_CACHE_MB", "inf")
+    with pytest.raises(ConfigError, match="OMNIVEC_EXACT_CACHE_MB"):
+        cache_bytes()
 
 
 def test_bad_env_value_raises() -> None:
@@ -181,10 +248,37 @@ def test_bad_env_value_raises() -> None:
 
 
 def test_env_can_add_a_new_space() -> None:
-    s = load_settings(env={"OMNIVEC_SPACES__SIGLIP__MODEL": "ViT-B-16-SigLIP"})
+    s = load_settings(env={"OMNIVEC_SPACES__SIGLIP__MODEL": "ViT-B-16-SigLIP",
+                           "OMNIVEC_SPACES__SIGLIP__ENCODER": "open_clip"})
     assert s.spaces["siglip"].model == "ViT-B-16-SigLIP"
     assert s.spaces["siglip"].encoder == "open_clip"
     assert set(s.enabled_spaces()) == {"clip", "clap", "text", "siglip"}
+
+
+def test_a_new_space_without_its_encoder_is_refused_with_a_guess(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="did you mean 'clip'") as info:
+        load_settings(env={"OMNIVEC_SPACES__CLPI__MODEL": "RN50"})
+    assert "'clpi'" in info.value.problem and "the environment" in info.value.problem
+    path = write_toml(tmp_path, '[spaces.clpi]\nmodel = "RN50"\n')
+    with pytest.raises(ConfigError, match="did you mean 'clip'") as info:
+        load_settings(config_file=path, env={})
+    assert str(path) in info.value.problem and any("encoder" in r for r in info.value.remedies)
+    # the encoder named in the file, the model in the environment: a new space
+    path = write_toml(tmp_path, '[spaces.clpi]\nencoder = "open_clip"\n')
+    assert load_settings(config_file=path, env={"OMNIVEC_SPACES__CLPI__MODEL": "RN50"}).spaces["clpi"].model == "RN50"
+
+
+@pytest.mark.parametrize("where", ["flag", "env", "file"])
+def test_an_empty_store_path_is_refused(tmp_path: Path, where: str) -> None:
+    kwargs: dict[str, object] = {"env": {}}
+    if where == "flag":
+        kwargs["overrides"] = {"store": ""}
+    elif where == "env":
+        kwargs["env"] = {"OMNIVEC_STORE": "  "}
+    else:
+        kwargs["config_file"] = write_toml(tmp_path, 'store = ""\n')
+    with pytest.raises(ConfigError, match="store path is empty"):
+        load_settings(**kwargs)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- overrides (flags)
@@ -240,6 +334,7 @@ def test_space_can_be_disabled(tmp_path: Path) -> None:
 enabled = false
 
 [spaces.other]
+encoder = "open_clip"
 model = "RN50"
 """
     s = load_settings(config_file=write_toml(tmp_path, body), env={})
@@ -253,6 +348,7 @@ def test_new_space_table_gets_space_defaults(tmp_path: Path) -> None:
 batch_size = 12
 
 [spaces.other]
+encoder = "open_clip"
 model = "RN50"
 """
     s = load_settings(config_file=write_toml(tmp_path, body), env={})

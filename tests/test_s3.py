@@ -133,3 +133,21 @@ def test_writers_on_one_s3_store_take_turns(s3_endpoint, bucket):
         events.append("first")
     t.join(10)
     assert events == ["first", "second"] and waited and "first" in waited[0]
+
+
+def test_a_prefix_holding_other_lance_tables_is_not_a_store(s3_endpoint, bucket):
+    import lance
+    import pyarrow as pa
+
+    from omnivec.store.folder import storage_options
+
+    uri = f"s3://{bucket}/mine"
+    lance.write_dataset(pa.table({"id": [1, 2]}), f"{uri}/photos.lance", storage_options=storage_options(uri))
+    before = _objects(s3_endpoint, bucket, "mine/")
+    for create in (True, False):
+        with pytest.raises(StoreError, match=r"is not an omnivec store: it holds photos\.lance"):
+            Store(uri, create=create)
+    assert _objects(s3_endpoint, bucket, "mine/") == before
+    store = Store(f"s3://{bucket}/store", create=True)  # a prefix of omnivec's own tables opens
+    store.ensure("items")
+    assert Store(f"s3://{bucket}/store").table_names() == ["items"]

@@ -29,7 +29,8 @@ from omnivec.api.searching import add_search_routes
 from omnivec.api.thumbs import DEFAULT_DECODES, DecodeSlots, Thumbnails
 from omnivec.api.verify import Verifier
 from omnivec.config import Settings, load_settings
-from omnivec.errors import DecodeError, OmnivecError
+from omnivec.errors import DecodeError, OmnivecError, StoreError
+from omnivec.store.health import HealthCache
 from omnivec.store.store import Store, sql_in
 
 DEFAULT_MAX_UPLOAD = 32 * 1024 * 1024
@@ -65,6 +66,17 @@ def _redactor(settings: Settings, store: Store) -> Callable[[str], str]:
     return say
 
 
+def _said(value: Any, say: Callable[[str], str]) -> Any:
+    """``value`` (a problem report: strings in dicts and lists) with ``say`` applied to every string."""
+    if isinstance(value, str):
+        return say(value)
+    if isinstance(value, dict):
+        return {k: _said(v, say) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_said(v, say) for v in value]
+    return value
+
+
 def create_app(settings: Settings | None = None, token: str | None = None,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD, cors_origins: list[str] | None = None,
                decodes: int = DEFAULT_DECODES, body_idle_s: float = 30.0) -> FastAPI:
@@ -98,10 +110,23 @@ def create_app(settings: Settings | None = None, token: str | None = None,
             exc = StarletteHTTPException(exc.status_code, say(exc.detail), exc.headers)
         return await http_exception_handler(request, exc)
 
-    @app.get("/healthz", tags=["service"])
-    def healthz() -> dict[str, Any]:
-        """Liveness and the store it serves."""
-        return {"status": "ok", "store": store.uri, "tables": len(store.table_names())}
+    @app.exception_handler(StoreError)  # a damaged or unreadable store: the service, not the request
+    def _store_error(request: Request, exc: StoreError) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": say(exc.problem),
+                                                      "remedies": [say(r) for r in exc.remedies]})
+
+    health = HealthCache()
+
+    @app.get("/healthz", tags=["service"], responses={503: {"description": "the store is damaged"}})
+    def healthz() -> Any:
+        """Liveness, the store it serves and whether every table of it is whole (checked once per
+        version of the tables, and at least every minute): 503 with the problems when one is damaged."""
+        checked = health.get(store)
+        where = {} if token else {"store": store.uri}  # with a token, nothing about the host's paths
+        if checked.damaged:
+            return JSONResponse(status_code=503, content={"status": "damaged", **where,
+                                                          "problems": [_said(p, say) for p in checked.problems]})
+        return {"status": "ok", **where, "tables": len(store.table_names())}
 
     add_search_routes(app, settings, store, max_upload_bytes, slots)
 

@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request,
 from omnivec.api.media import upload_kind
 from omnivec.api.thumbs import DecodeSlots
 from omnivec.config import Settings
-from omnivec.errors import DecodeError, OmnivecError
+from omnivec.errors import DecodeError, OmnivecError, StoreError
 from omnivec.query import MODALITY_FILTERS, Hit, search
 from omnivec.query_assets import AssetHit, search_assets
 from omnivec.sources import item_id_for
@@ -122,6 +122,8 @@ def add_search_routes(app: FastAPI, settings: Settings, store: Store, max_upload
                     else:
                         found = search(image=image, audio=audio, k=k, modality=modality or None,
                                        space=space or None, as_of=as_of or None, settings=settings, store=store)
+            except StoreError:
+                raise  # a damaged store: 503 from the app's handler, not a fault of the upload
             except OmnivecError as exc:
                 message = exc.problem.replace(f"query file {tmp.name}", f"upload {name}".strip())
                 raise HTTPException(400, message.replace(tmp.name, "upload")) from None

@@ -2,10 +2,13 @@
 
 An item's file is opened without following a link (``O_NOFOLLOW``), must be a regular file of the
 size the ``items`` row holds, and its sha256 must equal the row's ``content_hash`` before anything
-is sent. The descriptor that was checked is the one read from; the path is never opened again. A
-successful check is remembered per (content hash, device, inode, size, mtime, ctime), so an audio
-player's many Range requests cost an ``open`` and an ``fstat``, not a re-hash; a write, a rename
-over the file, a new link or a changed mode moves one of those and the next request checks again.
+is sent. An item ingested through a link (one that stays inside the ingested folders) is opened at
+the link's target, again with ``O_NOFOLLOW``, and held to the same check: a link swapped in later
+leads to other bytes and is refused, whatever it points at. The descriptor that was checked is the
+one read from; the path is never opened again. A successful check is remembered per (content hash,
+device, inode, size, mtime, ctime), so an audio player's many Range requests cost an ``open`` and an
+``fstat``, not a re-hash; a write, a rename over the file, a new link or a changed mode moves one of
+those and the next request checks again.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ def _key(content_hash: str, st: os.stat_result) -> Key:
     return content_hash, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
-def _open_nofollow(path: str) -> int:
+def _open_nofollow(path: str, hop: bool = True) -> int:
     flags = (os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
              | getattr(os, "O_CLOEXEC", 0))
     try:
@@ -64,8 +67,10 @@ def _open_nofollow(path: str) -> int:
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
             raise gone() from None
+        if exc.errno == errno.ELOOP and hop:  # a link: its target, itself not a link, must hold the bytes
+            return _open_nofollow(os.path.realpath(path), hop=False)
         if exc.errno == errno.ELOOP:
-            raise changed("it is now a symbolic link") from None
+            raise changed("it is a symbolic link") from None
         if exc.errno in (errno.EACCES, errno.EPERM):
             raise HTTPException(403, "the item's file cannot be read (permission denied)") from None
         raise changed(exc.strerror or str(exc)) from None

@@ -49,7 +49,7 @@ def open_as_of(store: Store, table: str, as_of: int | str | datetime) -> Any | N
     """A fresh handle on ``table`` checked out as of ``as_of``; None when the table did not exist then."""
     if table not in store.table_names():
         return None
-    tbl = store.db.open_table(table)
+    tbl = store.handle(table)
     if isinstance(as_of, datetime):
         version = _version_at(tbl, as_of)
         if version is None:
@@ -173,7 +173,7 @@ def _first_version_with(store: Store, runs_tbl: Any, run_id: str, after: int) ->
     ever added to it, so every later version holds it too)."""
     from omnivec.store.store import sql_in
 
-    old = store.db.open_table("runs")
+    old = store.handle("runs")
     for version in sorted(int(v["version"]) for v in runs_tbl.list_versions() if int(v["version"]) > after):
         old.checkout(version)
         if old.count_rows(sql_in("run_id", [run_id])):

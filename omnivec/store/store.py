@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import re
@@ -13,7 +12,18 @@ from typing import Any
 
 import pyarrow as pa
 
-from omnivec.errors import StoreError
+from omnivec.errors import DamagedTableError, StoreError
+from omnivec.store import health
+from omnivec.store.folder import (
+    brief,
+    is_remote,
+    no_space,
+    no_space_error,
+    own_entry,
+    own_table,
+    refuse_foreign,
+    storage_options,
+)
 from omnivec.store.schema import KEYS, SCHEMAS, parse_vectors_table, vectors_schema, vectors_table_name
 
 RECIPE_KEY = "omnivec.recipe"
@@ -31,68 +41,8 @@ def sql_in(column: str, ids: Iterable[str]) -> str:
     return f"{column} IN ({', '.join(repr(i) for i in ids)})"
 
 
-def _is_remote(uri: str) -> bool:
-    return "://" in uri
-
-
-_NO_SPACE = ("no space left on device", "os error 28", "disk quota exceeded", "os error 122")
-
-
-def _no_space(exc: BaseException) -> bool:
-    """Whether a write failed because the disk (or the user's quota) is full. Lance reports it as a
-    RuntimeError carrying the OS error; Python as an OSError."""
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    return any(m in str(exc).lower() for m in _NO_SPACE)
-
-
-def no_space_error(uri: str, what: str) -> StoreError:
-    return StoreError(
-        f"no space left on device for store {uri} (while writing {what}); the store keeps its last "
-        "committed version of every table",
-        ["free space on that disk, or point --store / OMNIVEC_STORE at a disk with room",
-         "then run the same command again: it continues where this one stopped"])
-
-
 def _has_key(schema: pa.Schema) -> bool:
     return any(f.metadata and any(b"unenforced-primary-key" in k for k in f.metadata) for f in schema)
-
-
-def storage_options(uri: str) -> dict[str, str]:
-    """Object-store options from the usual AWS variables: an ``AWS_ENDPOINT_URL`` (S3-compatible
-    servers such as MinIO) and plain http for such an endpoint. Credentials and region are read by
-    the object-store client itself (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, profiles)."""
-    if not uri.startswith(("s3://", "s3a://")):
-        return {}
-    opts: dict[str, str] = {}
-    endpoint = (os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-                or os.environ.get("AWS_ENDPOINT"))
-    if endpoint:
-        opts["aws_endpoint"] = endpoint
-        if endpoint.startswith("http://"):
-            opts["allow_http"] = "true"
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    if region:
-        opts["aws_region"] = region
-    return opts
-
-
-def brief(exc: BaseException, limit: int = 400) -> str:
-    """An object-store error without the Rust location and backtrace that follow its message."""
-    text = str(exc)
-    status = re.search(r"status: (\d{3})", text)
-    known = {"404": "no such bucket (HTTP 404)", "403": "access denied (HTTP 403)",
-             "301": "the bucket is in another region (HTTP 301)"}
-    if status and status.group(1) in known:
-        return known[status.group(1)]
-    if "BadScheme" in text:
-        return "the endpoint's scheme is not allowed (use http:// or https:// in AWS_ENDPOINT_URL)"
-    if "Connection refused" in text or "ConnectError" in text or "error sending request" in text:
-        return "the object store did not answer (connection refused)"
-    for marker in (", location: Location", " backtrace:"):
-        if marker in text:
-            text = text[:text.index(marker)]
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class Store:
@@ -106,19 +56,26 @@ class Store:
         import lancedb
 
         self.uri = os.fspath(uri)
-        if not _is_remote(self.uri):
+        if not self.uri.strip():
+            raise StoreError("the store path is empty",
+                             ["give a folder (or s3://bucket/prefix) with --store, OMNIVEC_STORE or `store =` in "
+                              "omnivec.toml; leave them unset for the default ./omnivec-data"])
+        if not is_remote(self.uri):
             self.uri = os.path.abspath(self.uri)
             self._check_local(create)
         try:
             self.db = lancedb.connect(self.uri, storage_options=storage_options(self.uri) or None)
-            if _is_remote(self.uri):
-                self.table_names()  # reach the bucket now: a wrong endpoint or bucket fails here, clearly
+            listed = self._listed() if is_remote(self.uri) else []  # reach the bucket now: fails here, clearly
         except Exception as exc:
             hint = (" (check the bucket exists, AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
-                    "and AWS_REGION)") if _is_remote(self.uri) else ""
+                    "and AWS_REGION)") if is_remote(self.uri) else ""
             raise StoreError(f"store {self.uri} cannot be opened: {brief(exc)}{hint}") from None
+        if is_remote(self.uri):
+            refuse_foreign(self.uri, [f"{n}.lance" for n in listed if not own_table(n)])
         self._tables: dict[str, Any] = {}
         self._spaces: tuple[int, list[dict[str, Any]]] | None = None
+        self._recorded: tuple[int, dict[str, str]] | None = None
+        self.damage_seen = 0  # damaged tables found by reads: a cached health report is stale
 
     def _check_local(self, create: bool) -> None:
         if create:
@@ -133,11 +90,14 @@ class Store:
         elif not os.path.isdir(self.uri):
             raise StoreError(f"no store at {self.uri} (run `omnivec ingest PATH` first, or point --store / "
                              "OMNIVEC_STORE at an existing store)")
+        try:
+            with os.scandir(self.uri) as entries:
+                refuse_foreign(self.uri, [e.name for e in entries if not own_entry(e)])
+        except OSError as exc:
+            raise StoreError(f"store {self.uri} cannot be read: {exc.strerror or exc}") from None
 
     # -- tables -------------------------------------------------------------------------------
-    def table_names(self) -> list[str]:
-        """Tables with at least one committed version. A writer killed while creating a table can
-        leave its folder without a version; such a table does not exist (the next create makes it)."""
+    def _listed(self) -> list[str]:
         names: list[str] = []
         token = None
         while True:
@@ -145,27 +105,35 @@ class Store:
             names += list(resp.tables)
             token = resp.page_token
             if not token:
-                return sorted(n for n in names if self._committed(n))
+                return names
+
+    def table_names(self) -> list[str]:
+        """Tables with at least one committed version. A writer killed while creating a table can
+        leave its folder without a version; such a table does not exist (the next create makes it)."""
+        return sorted(n for n in self._listed() if self._committed(n))
 
     def remove_unfinished_tables(self) -> list[str]:
-        """Delete the folders of tables whose creation was interrupted (no committed version: nothing
-        can read them, and other LanceDB clients would list them and fail to open them). For a
-        writer holding the store's lock only. Returns their names."""
-        if _is_remote(self.uri):
+        """Delete the folders of omnivec's tables whose creation was interrupted: no committed version
+        and no data file (nothing can read them, and other LanceDB clients would list them and fail to
+        open them). A folder with data but no version, or one the store names, is damage and stays for
+        `omnivec status` to report. For a writer holding the store's lock only. Returns their names."""
+        if is_remote(self.uri):
             return []
         import shutil
 
         gone = []
         for entry in os.scandir(self.uri):
             name = entry.name.removesuffix(".lance")
-            if entry.is_dir() and entry.name.endswith(".lance") and not self._committed(name):
+            if (entry.is_dir(follow_symlinks=False) and entry.name.endswith(".lance") and own_table(name)
+                    and not self._committed(name) and not health.has_data(entry.path)
+                    and name not in self.expected_tables(tags=False)):
                 shutil.rmtree(entry.path, ignore_errors=True)
                 self._tables.pop(name, None)
                 gone.append(name)
         return gone
 
     def _committed(self, name: str) -> bool:
-        if _is_remote(self.uri):
+        if is_remote(self.uri):
             return True  # checked when opened (see :meth:`table`)
         try:
             with os.scandir(os.path.join(self.uri, f"{name}.lance", "_versions")) as entries:
@@ -173,22 +141,92 @@ class Store:
         except OSError:
             return False
 
-    def table(self, name: str) -> Any | None:
-        """The table, reopened at its latest version, or None when it does not exist yet."""
+    def table(self, name: str, expect: bool = True) -> Any | None:
+        """The table, reopened at its latest version, or None when it does not exist yet. A table the
+        store names (``expect``: see :meth:`expected_tables`) that is missing, and a table that cannot
+        be read, raise :class:`DamagedTableError`."""
         if name in self._tables:
             tbl = self._tables[name]
             tbl.checkout_latest()
             return tbl
         if name not in self.table_names():
+            if expect:
+                self._absent(name)
             return None
         try:
-            tbl = self.db.open_table(name)
+            raw = self.db.open_table(name)
         except ValueError as exc:  # listed, but never committed (its creation was interrupted)
             if "not found" in str(exc).lower():
+                if expect:
+                    self._absent(name)
                 return None
+            self._failed(name, exc)
             raise
+        except BaseException as exc:
+            self._failed(name, exc)
+            raise
+        tbl = health.Guarded(raw, lambda exc: self._failed(name, exc))
         self._tables[name] = tbl
         return tbl
+
+    def handle(self, name: str) -> Any:
+        """A fresh handle on a committed table, not shared with other callers (to check out an older
+        version); its failures are reported like those of :meth:`table`."""
+        try:
+            raw = self.db.open_table(name)
+        except BaseException as exc:
+            self._failed(name, exc)
+            raise
+        return health.Guarded(raw, lambda exc: self._failed(name, exc))
+
+    def _failed(self, name: str, exc: BaseException) -> None:
+        """A call on table ``name`` failed: raise :class:`DamagedTableError` when the table is damaged,
+        else return (the caller re-raises the failure as it was)."""
+        problem = health.failure_problem(self.uri, name, exc)
+        if problem:
+            raise self.damaged(name, problem) from exc
+
+    def damaged(self, name: str, problem: str) -> DamagedTableError:
+        """The error for a damaged table, with the ways out."""
+        self.damage_seen += 1
+        return DamagedTableError(name, self.uri, problem, health.damage_remedies(self.uri, name))
+
+    def _absent(self, name: str) -> None:
+        """A table that is not there: damage when the store names it or its folder holds data."""
+        if not is_remote(self.uri) and health.has_data(health.table_uri(self.uri, name)):
+            raise self.damaged(name, "its folder holds data files but no committed version (its _versions "
+                                     "folder is missing or empty)")
+        why = self.expected_tables(tags=name == "runs").get(name)
+        if why:
+            raise self.damaged(name, f"it is missing, but {why}")
+
+    def expected_tables(self, tags: bool = True) -> dict[str, str]:
+        """Tables the store says exist, each with the reason: every space's vector table (a `spaces`
+        row is written after its table), every table a run recorded a version of, and (``tags``)
+        `runs` once a table carries a run's tag. Tables are never dropped, so a missing one is damage."""
+        out: dict[str, str] = {}
+        for row in self._space_rows(expect=False):
+            if row.get("table_name"):
+                out.setdefault(row["table_name"], f"the spaces table names it (space {row['name']} "
+                                                  f"{row['space_id']})")
+        runs = self.table("runs", expect=False)
+        if runs is not None:
+            version = int(runs.version)
+            if self._recorded is None or self._recorded[0] != version:
+                recorded: dict[str, str] = {}
+                for row in runs.search().select(["run_name", "versions"]).limit(None).to_list():
+                    for table in json.loads(row["versions"] or "{}"):
+                        recorded.setdefault(table, f"run {row['run_name']} recorded a version of it")
+                self._recorded = (version, recorded)
+            for table, why in self._recorded[1].items():
+                out.setdefault(table, why)
+        if tags and runs is None and "runs" not in out:
+            for table in self.table_names():
+                tbl = self.table(table, expect=False)
+                if tbl is not None and tbl.tags.list():
+                    out["runs"] = f"table {table} carries the tags of runs"
+                    break
+        return out
 
     def ensure(self, name: str, schema: pa.Schema | None = None, key: str | None = None) -> Any:
         tbl = self.table(name)
@@ -204,11 +242,12 @@ class Store:
         key = key or KEYS[name]
         with self.writing(name):
             try:
-                tbl = self.db.create_table(name, schema=schema, exist_ok=True)
+                raw = self.db.create_table(name, schema=schema, exist_ok=True)
             except OSError as exc:
-                if _no_space(exc):
+                if no_space(exc):
                     raise
                 raise StoreError(f"table {name} cannot be created in {self.uri}: {exc}") from exc
+        tbl = health.Guarded(raw, lambda exc: self._failed(name, exc))
         self._ensure_key(tbl, key)
         self._tables[name] = tbl
         return tbl
@@ -249,7 +288,7 @@ class Store:
         except StoreError:
             raise
         except Exception as exc:
-            if _no_space(exc):
+            if no_space(exc):
                 raise no_space_error(self.uri, what or f"table {table}") from None
             raise
 
@@ -283,7 +322,10 @@ class Store:
     def space_rows(self, name: str | None = None) -> list[dict[str, Any]]:
         """Rows of the `spaces` table (every identity a name ever had), oldest first. Read once per
         version of the table (every search looks its space up; reading the table costs ~3 ms)."""
-        tbl = self.table("spaces")
+        return self._space_rows(name)
+
+    def _space_rows(self, name: str | None = None, expect: bool = True) -> list[dict[str, Any]]:
+        tbl = self.table("spaces", expect=expect)
         if tbl is None:
             return []
         version = int(tbl.version)
@@ -339,9 +381,12 @@ class Store:
         return matches[0]
 
     def vector_tables(self) -> list[tuple[str, str, str]]:
-        """(space name, space_id, table name) of every vector table in the store."""
+        """(space name, space_id, table name) of every vector table in the store, including those the
+        `spaces` table names but that are missing (opening one raises :class:`DamagedTableError`:
+        a space without its table is damage, never an empty space)."""
+        names = set(self.table_names()) | {r["table_name"] for r in self.space_rows() if r.get("table_name")}
         out = []
-        for table in self.table_names():
+        for table in sorted(names):
             parsed = parse_vectors_table(table)
             if parsed:
                 out.append((parsed[0], parsed[1], table))
