@@ -324,8 +324,13 @@ def check_killed(ws: Any, store: Path, launch: Any, rng: random.Random) -> list[
     on a copy) leaves no vector row that no `items` row covers."""
     if not launch.killed:
         return []
-    problems = soak_targets.ghost_hits(store, settings_for(ws, store), QUERY)
-    if launch.window:
-        how = rng.choice(("ingest", "maintain"))
-        problems += soak_targets.next_writer_cleans(store, lambda p: settings_for(ws, p), ws.other, how)
+    how = rng.choice(("ingest", "maintain")) if launch.window else ""
+    step = "reading the killed store"
+    try:
+        problems = soak_targets.ghost_hits(store, settings_for(ws, store), QUERY)
+        if how:
+            step = f"the next writer ({how})"
+            problems += soak_targets.next_writer_cleans(store, lambda p: settings_for(ws, p), ws.other, how)
+    except Exception as exc:  # noqa: BLE001 - reading the killed store, or the next writer, failed
+        problems = [f"{step} fails: {type(exc).__name__}: {str(exc)[:200]}"]
     return [f"after kill ({launch.point}): {p}" for p in problems]

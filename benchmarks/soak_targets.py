@@ -145,19 +145,30 @@ def uncommitted(store: Path) -> list[str]:
     return out
 
 
+def committed_vectors(store: Path, items: dict[str, str | None]) -> int:
+    """Vector rows an `items` row covers."""
+    from omnivec.store import Store
+
+    st = Store(str(store))
+    return sum(1 for _, _, table in st.vector_tables()
+               for r in st.read(table, ["item_id", "content_hash"]).to_pylist()
+               if r["item_id"] in items and items[r["item_id"]] == r["content_hash"])
+
+
 def ghost_hits(store: Path, settings: Any, query: str) -> list[str]:
-    """Hits of a search (every file: k past the store's size) whose vector row no `items` row covers."""
+    """Hits of a search (every file: k past the store's size) whose vector row no `items` row covers; a
+    search that fails while committed vectors exist is a problem too."""
     from omnivec.errors import OmnivecError
     from omnivec.query import search
     from omnivec.store import Store
 
+    st, items = Store(str(store)), _items(store)
     try:
         hits = search(query, k=1000, hybrid=True, settings=settings)
-    except OmnivecError:
-        return []  # nothing searchable yet (no space, no vectors): said as a user error
     except Exception as exc:  # noqa: BLE001 - what a user searching the killed store would meet
+        if isinstance(exc, OmnivecError) and not committed_vectors(store, items):
+            return []  # nothing committed to search yet (no space, no vectors): said as a user error
         return [f"search over the killed store fails: {type(exc).__name__}: {str(exc)[:160]}"]
-    st, items = Store(str(store)), _items(store)
     rows: dict[tuple[str, str], set[str | None]] = {}  # (space name, vector_id) -> content hashes
     for name, _, table in st.vector_tables():
         for r in st.read(table, ["vector_id", "content_hash"]).to_pylist():
