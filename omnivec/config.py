@@ -98,6 +98,9 @@ class Settings(BaseModel):
     max_image_pixels: int = Field(default=89_478_485, ge=1)
     max_text_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
     max_image_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+    max_image_decoded_bytes: int = Field(
+        default=1 << 30, ge=1, description="memory one image's decode to 8-bit RGB may take, computed from its "
+        "mode and size before any pixel is decoded (omnivec.media.decoded_bytes); over it: an errors row")
     decode_timeout_s: float = Field(
         default=60.0, ge=0, description="longest one file's read, its decode, or one audio window may take "
         "before the file becomes an errors row and its decoder is abandoned (0: no limit)")

@@ -225,7 +225,7 @@ def _open(w: WorkItem, settings: Settings) -> _Opened:
     fb = read_file(w.uri, limit)
     if w.modality == "image":
         return _Opened(sha256_bytes(fb.data), fb.size, fb.mtime_ns,
-                       lambda: decode_image(fb.data, settings.max_image_pixels))
+                       lambda: decode_image(fb.data, settings.max_image_pixels, settings.max_image_decoded_bytes))
     if w.modality == "text":
         return _Opened(sha256_bytes(fb.data), fb.size, fb.mtime_ns, lambda: decode_text(fb.data))
     raise DecodeError(f"no decoder for modality {w.modality!r}")
