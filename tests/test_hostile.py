@@ -289,10 +289,10 @@ def test_a_stuck_image_decoder_costs_its_file_not_the_run(settings, tmp_path, mo
     (root / "c.txt").write_text("words that decode fine")
     real = batch.decode_image
 
-    def spinning(data: bytes, max_pixels: int) -> Any:
+    def spinning(data: bytes, *limits: int) -> Any:
         if data in stuck:
             release.wait(60)  # a decoder looping on a hostile file
-        return real(data, max_pixels)
+        return real(data, *limits)
 
     monkeypatch.setattr(batch, "decode_image", spinning)
     s = settings.model_copy(update={"decode_timeout_s": 0.5})
