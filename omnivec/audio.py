@@ -12,6 +12,7 @@ libsndfile refuses) with PyAV.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from omnivec.errors import DecodeError
+from omnivec.errors import DecodeError, OmnivecError
 from omnivec.media import open_regular, sniff
 
 SOUNDFILE_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3"})
@@ -36,6 +37,7 @@ class AudioInfo:
     channels: int
     frames: int | None  # None when the container does not say
     backend: str  # soundfile | pyav
+    max_s: float | None = None  # decoding past this many seconds raises DecodeError (a query's limit)
 
     @property
     def duration_s(self) -> float | None:
@@ -92,6 +94,19 @@ def probe(path: str) -> AudioInfo:
         except (RuntimeError, sf.LibsndfileError) as exc:
             sf_error = str(exc).replace(f"Error opening {path!r}: ", "")
     return _checked(_probe_av(path, sf_error))
+
+
+def probe_query(path: str, max_s: float) -> AudioInfo:
+    """The header of a query file that may hold at most ``max_s`` seconds: refused up front when its
+    header says it is longer, and its windows raise DecodeError once its samples run past ``max_s``
+    (a header that does not say, or lies)."""
+    info = probe(path)
+    if info.duration_s is not None and info.duration_s > max_s:
+        raise OmnivecError(f"query file {path}: {info.duration_s:,.0f} s of audio, over the {max_s:g} s a query "
+                           "may be (max_query_audio_s)",
+                           ["search with an excerpt: the part whose like you are looking for",
+                            "or raise max_query_audio_s (OMNIVEC_MAX_QUERY_AUDIO_S)"])
+    return dataclasses.replace(info, max_s=max_s)
 
 
 def _probe_av(path: str, sf_error: str | None) -> AudioInfo:
@@ -160,7 +175,11 @@ def iter_mono(info: AudioInfo, target_rate: int) -> Iterator[np.ndarray]:
     resampler = None if info.sample_rate == target_rate else soxr.ResampleStream(
         info.sample_rate, target_rate, 1, dtype="float32", quality="HQ")
     seen = 0
+    limit = None if info.max_s is None else int(info.max_s * info.sample_rate)
     for block in blocks:
+        if limit is not None and seen + block.shape[0] > limit:
+            raise DecodeError(f"the audio runs past {info.max_s:g} s, the longest a query may be "
+                              "(max_query_audio_s)")
         mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
         bad = int(np.count_nonzero(~np.isfinite(mono)))
         if bad:

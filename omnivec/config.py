@@ -104,6 +104,9 @@ class Settings(BaseModel):
     decode_timeout_s: float = Field(
         default=60.0, ge=0, description="longest one file's read, its decode, or one audio window may take "
         "before the file becomes an errors row and its decoder is abandoned (0: no limit)")
+    max_query_audio_s: float = Field(
+        default=600.0, gt=0, description="longest audio a query may be, in seconds; a longer file is refused "
+        "(from its header, and while it is decoded when the header does not say or is wrong)")
     canary_sample: int = Field(default=4, ge=0, description="stored items per modality re-embedded each run (0: off)")
     canary_tolerance: float = Field(default=0.999, gt=0, le=1, description="lowest cosine the canary accepts")
     asset_weights: dict[str, float] = Field(
