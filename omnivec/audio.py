@@ -12,11 +12,13 @@ libsndfile refuses) with PyAV.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -38,6 +40,7 @@ class AudioInfo:
     frames: int | None  # None when the container does not say
     backend: str  # soundfile | pyav
     max_s: float | None = None  # decoding past this many seconds raises DecodeError (a query's limit)
+    inside: tuple[str, ...] | None = None  # real paths the file must resolve into (see media.open_regular)
 
     @property
     def duration_s(self) -> float | None:
@@ -51,14 +54,21 @@ class Window:
     samples: np.ndarray  # float32 mono at the target rate, exactly window length
 
 
-def _check_content(path: str) -> None:
-    fd, st = open_regular(path)  # a pipe or a device is refused here, before a decoder can block on it
+@contextlib.contextmanager
+def _opened(path: str, inside: Sequence[str] | None) -> Iterator[BinaryIO]:
+    """The file, opened once with omnivec's checks (a regular file, inside ``inside``): decoders read
+    this descriptor, never the path again, so the file cannot be swapped under them."""
+    fd, _ = open_regular(path, inside)  # a pipe or a device is refused here, before a decoder can block on it
+    with os.fdopen(fd, "rb") as fh:
+        yield fh
+
+
+def _check_content(fh: BinaryIO) -> None:
     try:
-        head = os.read(fd, 16)
+        head = fh.read(16)
+        fh.seek(0)
     except OSError as exc:
         raise DecodeError(f"cannot read the file: {exc.strerror or exc}", stage="read") from None
-    finally:
-        os.close(fd)
     if not head:
         raise DecodeError("file is empty (0 bytes)", stage="read")
     kind = sniff(head)
@@ -77,23 +87,28 @@ def _checked(info: AudioInfo) -> AudioInfo:
     return info
 
 
-def probe(path: str) -> AudioInfo:
-    """Open the file's header; raises DecodeError with a readable reason if it is not audio."""
-    _check_content(path)
+def probe(path: str, inside: Sequence[str] | None = None) -> AudioInfo:
+    """Open the file's header; raises DecodeError with a readable reason if it is not audio, or if it
+    resolves outside ``inside`` (the source folders)."""
     ext = os.path.splitext(path)[1].lower()
     sf_error: str | None = None
-    if ext in SOUNDFILE_EXTENSIONS:
-        import soundfile as sf
+    found = tuple(inside) if inside is not None else None
+    with _opened(path, inside) as fh:
+        _check_content(fh)
+        if ext in SOUNDFILE_EXTENSIONS:
+            import soundfile as sf
 
-        try:
-            info = sf.info(path)
-            if info.samplerate <= 0 or info.channels <= 0:
-                raise DecodeError(f"invalid header: {info.samplerate} Hz, {info.channels} channels (corrupt header?)")
-            return _checked(AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames),
-                                      "soundfile"))
-        except (RuntimeError, sf.LibsndfileError) as exc:
-            sf_error = str(exc).replace(f"Error opening {path!r}: ", "")
-    return _checked(_probe_av(path, sf_error))
+            try:
+                info = sf.info(fh)
+                if info.samplerate <= 0 or info.channels <= 0:
+                    raise DecodeError(f"invalid header: {info.samplerate} Hz, {info.channels} channels "
+                                      "(corrupt header?)")
+                return _checked(AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames),
+                                          "soundfile", inside=found))
+            except (RuntimeError, sf.LibsndfileError) as exc:
+                sf_error = re.sub(r"^Error opening .*?: ", "", str(exc))
+            fh.seek(0)
+        return _checked(dataclasses.replace(_probe_av(fh, sf_error), path=path, inside=found))
 
 
 def probe_query(path: str, max_s: float) -> AudioInfo:
@@ -109,11 +124,11 @@ def probe_query(path: str, max_s: float) -> AudioInfo:
     return dataclasses.replace(info, max_s=max_s)
 
 
-def _probe_av(path: str, sf_error: str | None) -> AudioInfo:
+def _probe_av(fh: BinaryIO, sf_error: str | None) -> AudioInfo:
     import av
 
     try:
-        with av.open(path) as container:
+        with av.open(fh, mode="r") as container:
             if not container.streams.audio:
                 raise DecodeError("the file has no audio stream")
             st: Any = container.streams.audio[0]
@@ -125,11 +140,11 @@ def _probe_av(path: str, sf_error: str | None) -> AudioInfo:
             if rate <= 0 or channels <= 0:
                 raise DecodeError(f"invalid audio stream: {rate} Hz, {channels} channels "
                                   "(corrupt or truncated header?)")
-            return AudioInfo(path, rate, channels, frames, "pyav")
+            return AudioInfo("", rate, channels, frames, "pyav")
     except DecodeError:
         raise
     except Exception as exc:  # noqa: BLE001 - any container error means "not decodable"
-        av_error = f"{type(exc).__name__}: {exc}".replace(f": {path!r}", "")
+        av_error = re.sub(r": '[^']*'$", "", f"{type(exc).__name__}: {exc}")  # the file's name, if it is said
         detail = f"libsndfile: {sf_error}; PyAV: {av_error}" if sf_error else av_error
         raise DecodeError(f"not a decodable audio file (corrupt header or wrong extension?): {detail}") from None
 
@@ -140,7 +155,7 @@ def _blocks_soundfile(info: AudioInfo) -> Iterator[np.ndarray]:
     # BLOCK_SECONDS of audio, but never more than MAX_BLOCK_SAMPLES samples over all channels
     block = max(1, min(int(info.sample_rate * BLOCK_SECONDS), MAX_BLOCK_SAMPLES // info.channels))
     try:
-        with sf.SoundFile(info.path) as f:
+        with _opened(info.path, info.inside) as fh, sf.SoundFile(fh) as f:
             while True:
                 data = f.read(block, dtype="float32", always_2d=True)
                 if data.shape[0] == 0:
@@ -154,7 +169,7 @@ def _blocks_av(info: AudioInfo) -> Iterator[np.ndarray]:
     import av
 
     try:
-        with av.open(info.path) as container:
+        with _opened(info.path, info.inside) as fh, av.open(fh, mode="r") as container:
             resampler = av.AudioResampler(format="flt", layout=None, rate=None)
             frame: Any
             for frame in container.decode(audio=0):

@@ -95,6 +95,9 @@ class Settings(BaseModel):
     include: list[str] = Field(default_factory=list, description="glob patterns a path must match")
     exclude: list[str] = Field(default_factory=list, description="glob patterns that drop a path")
     include_hidden: bool = False
+    follow_links: bool = Field(
+        default=False, description="read symlinked files whose target lies outside the source folders (and "
+        "manifest members outside them); off: they are skipped and counted")
     max_image_pixels: int = Field(default=89_478_485, ge=1)
     max_text_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
     max_image_bytes: int = Field(default=512 * 1024 * 1024, ge=1)

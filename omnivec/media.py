@@ -11,7 +11,7 @@ import os
 import stat
 import struct
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,10 +100,37 @@ def display_path(text: str) -> str:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def open_regular(path: str) -> tuple[int, os.stat_result]:
+_FD_PATHS = "/proc/self/fd"  # Linux: the real path of an open descriptor, race-free
+
+
+def lies_within(real: str, roots: Sequence[str]) -> bool:
+    """Whether the real path ``real`` is one of ``roots`` or lies under one of them."""
+    return any(real == r or real.startswith(r if r.endswith(os.sep) else r + os.sep) for r in roots)
+
+
+def _outside() -> DecodeError:
+    return DecodeError("the file now resolves outside the source folders (replaced by a symlink, or a folder on "
+                       "its path by one, after it was found); not read. Pass --follow-links (follow_links = "
+                       "true) to read what links point to", stage="read")
+
+
+def _descriptor_path(fd: int) -> str | None:
+    try:
+        return os.readlink(f"{_FD_PATHS}/{fd}")
+    except OSError:  # no /proc (not Linux, or not mounted)
+        return None
+
+
+def open_regular(path: str, inside: Sequence[str] | None = None) -> tuple[int, os.stat_result]:
     """Open a regular file for reading without ever blocking on a pipe or a device; returns the
-    descriptor (the caller closes it) and its stat. Raises DecodeError(stage="read") otherwise."""
+    descriptor (the caller closes it) and its stat. Raises DecodeError(stage="read") otherwise.
+
+    ``inside``: real paths the file must resolve into (the source folders), checked on the open
+    descriptor where the system names it (Linux), so a link swapped in at any moment is caught; elsewhere
+    on the path's real path just before it is opened."""
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    if inside is not None and not os.path.isdir(_FD_PATHS) and not lies_within(os.path.realpath(path), inside):
+        raise _outside()
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
@@ -119,6 +146,10 @@ def open_regular(path: str) -> tuple[int, os.stat_result]:
             raise DecodeError("path is now a folder, not a file", stage="read")
         if kind is not None:
             raise DecodeError(not_regular(kind), stage="read")
+        if inside is not None:
+            real = _descriptor_path(fd)
+            if not lies_within(os.path.realpath(path) if real is None else real, inside):
+                raise _outside()
     except BaseException:
         os.close(fd)
         raise
@@ -141,10 +172,11 @@ def _read_at_most(fd: int, expected: int, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def read_file(path: str, max_bytes: int) -> FileBytes:
+def read_file(path: str, max_bytes: int, inside: Sequence[str] | None = None) -> FileBytes:
     """Read a whole file (it is hashed and decoded from memory), refusing empty or huge ones, and
-    anything that is not a regular file (a pipe would block, /dev/zero would never end)."""
-    fd, st = open_regular(path)
+    anything that is not a regular file (a pipe would block, /dev/zero would never end), or that
+    resolves outside ``inside`` (see :func:`open_regular`)."""
+    fd, st = open_regular(path, inside)
     try:
         if st.st_size > max_bytes:
             raise DecodeError(
