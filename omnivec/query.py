@@ -372,7 +372,8 @@ def encode_query(st: Store, space: str, settings: Settings, query: str | None, i
     try:
         if image is not None:
             data = read_file(os.fspath(image), settings.max_image_bytes).data
-            return enc.embed_query("image", decode_image(data, settings.max_image_pixels)), enc.space_id
+            return enc.embed_query("image", decode_image(data, settings.max_image_pixels,
+                                                             settings.max_image_decoded_bytes)), enc.space_id
         if audio is not None:
             from omnivec.audio import probe_query
 

@@ -126,7 +126,7 @@ def finish(ctx: RunContext, committer: Committer, discovery: Discovery, plan: Pl
     report = RunReport(ctx.run_id, ctx.run_name, store.uri, committer.counts, committer.seconds,
                        unavailable={n: s.unavailable for n, s in states.items() if s.unavailable},
                        skipped=discovery.skipped, links_skipped=discovery.links_skipped)
-    report.drift = check_drift(store, states, ctx.settings, written)
+    report.drift = check_drift(store, states, ctx.settings, written, discovery.inside)
     report.wall_seconds = time.perf_counter() - ctx.t0
     report.tagged = record_run(store, ctx.run_id, ctx.run_name, ctx.started_at, "completed", ctx.sources,
                                {m: dict(c) for m, c in report.counts.items()})
