@@ -49,6 +49,7 @@ def ingest(
     include: Annotated[list[str] | None, typer.Option("--include", help="glob a path must match (repeatable)")] = None,
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="glob that drops a path (repeatable)")] = None,
     include_hidden: Annotated[bool | None, typer.Option("--include-hidden", help="also read hidden files and folders")] = None,
+    follow_links: Annotated[bool | None, typer.Option("--follow-links", help="read symlinked files whose target lies outside the sources")] = None,
     retry_errors: Annotated[bool, typer.Option("--retry-errors", help="retry files that failed before and did not change")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="exit 1 if any file failed or a space was unavailable")] = False,
     local: Annotated[bool, typer.Option("--local", help="run without Prefect (no dashboard record)")] = False,
@@ -63,7 +64,7 @@ def ingest(
 
         s = _settings(config, store, model, pretrained, device, clap_model, text_model, batch_size=batch_size, workers=workers,
                       task_runner=task_runner, dask_address=dask_address, include=include or None, exclude=exclude or None, include_hidden=include_hidden,
-                      precision=precision, threads=threads)
+                      follow_links=follow_links, precision=precision, threads=threads)
         discover([str(p) for p in paths], s.include, s.exclude, s.include_hidden)  # fail fast, exit 2
         Store(s.store, create=True)
         from omnivec.progress import set_reporter
@@ -82,6 +83,7 @@ def ingest(
         print(json.dumps({"run_name": report.run_name, "run_id": report.run_id, "store": report.store,
                           "modalities": report.rows(), "failed": report.failed,
                           "embedded": report.embedded, "unavailable": report.unavailable, "drift": report.drift,
+                          "links_skipped": report.links_skipped,
                           "seconds": round(report.wall_seconds, 3)}))
     else:
         _print_report(report)
@@ -107,6 +109,8 @@ def _print_report(report: Any) -> None:
                   highlight=False)
     for space, reason in sorted(report.canary_skipped.items()):
         out.print(Text(f"drift canary skipped for space {space}: {reason}", "dim"), highlight=False)
+    if report.links_skipped:
+        err.print(Text(report.links_line(), "yellow"), highlight=False)
     out.print(f"embedded {report.embedded}, failed {report.failed} "
               f"(errors in store: {report.errors_total}; see `omnivec errors`), "
               f"{report.wall_seconds:.1f} s, store {report.store}", highlight=False, markup=False)

@@ -12,14 +12,17 @@ libsndfile refuses) with PyAV.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
-from omnivec.errors import DecodeError
+from omnivec.errors import DecodeError, OmnivecError
 from omnivec.media import open_regular, sniff
 
 SOUNDFILE_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3"})
@@ -36,6 +39,8 @@ class AudioInfo:
     channels: int
     frames: int | None  # None when the container does not say
     backend: str  # soundfile | pyav
+    max_s: float | None = None  # decoding past this many seconds raises DecodeError (a query's limit)
+    inside: tuple[str, ...] | None = None  # real paths the file must resolve into (see media.open_regular)
 
     @property
     def duration_s(self) -> float | None:
@@ -49,14 +54,21 @@ class Window:
     samples: np.ndarray  # float32 mono at the target rate, exactly window length
 
 
-def _check_content(path: str) -> None:
-    fd, st = open_regular(path)  # a pipe or a device is refused here, before a decoder can block on it
+@contextlib.contextmanager
+def _opened(path: str, inside: Sequence[str] | None) -> Iterator[BinaryIO]:
+    """The file, opened once with omnivec's checks (a regular file, inside ``inside``): decoders read
+    this descriptor, never the path again, so the file cannot be swapped under them."""
+    fd, _ = open_regular(path, inside)  # a pipe or a device is refused here, before a decoder can block on it
+    with os.fdopen(fd, "rb") as fh:
+        yield fh
+
+
+def _check_content(fh: BinaryIO) -> None:
     try:
-        head = os.read(fd, 16)
+        head = fh.read(16)
+        fh.seek(0)
     except OSError as exc:
         raise DecodeError(f"cannot read the file: {exc.strerror or exc}", stage="read") from None
-    finally:
-        os.close(fd)
     if not head:
         raise DecodeError("file is empty (0 bytes)", stage="read")
     kind = sniff(head)
@@ -75,30 +87,48 @@ def _checked(info: AudioInfo) -> AudioInfo:
     return info
 
 
-def probe(path: str) -> AudioInfo:
-    """Open the file's header; raises DecodeError with a readable reason if it is not audio."""
-    _check_content(path)
+def probe(path: str, inside: Sequence[str] | None = None) -> AudioInfo:
+    """Open the file's header; raises DecodeError with a readable reason if it is not audio, or if it
+    resolves outside ``inside`` (the source folders)."""
     ext = os.path.splitext(path)[1].lower()
     sf_error: str | None = None
-    if ext in SOUNDFILE_EXTENSIONS:
-        import soundfile as sf
+    found = tuple(inside) if inside is not None else None
+    with _opened(path, inside) as fh:
+        _check_content(fh)
+        if ext in SOUNDFILE_EXTENSIONS:
+            import soundfile as sf
 
-        try:
-            info = sf.info(path)
-            if info.samplerate <= 0 or info.channels <= 0:
-                raise DecodeError(f"invalid header: {info.samplerate} Hz, {info.channels} channels (corrupt header?)")
-            return _checked(AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames),
-                                      "soundfile"))
-        except (RuntimeError, sf.LibsndfileError) as exc:
-            sf_error = str(exc).replace(f"Error opening {path!r}: ", "")
-    return _checked(_probe_av(path, sf_error))
+            try:
+                info = sf.info(fh)
+                if info.samplerate <= 0 or info.channels <= 0:
+                    raise DecodeError(f"invalid header: {info.samplerate} Hz, {info.channels} channels "
+                                      "(corrupt header?)")
+                return _checked(AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames),
+                                          "soundfile", inside=found))
+            except (RuntimeError, sf.LibsndfileError) as exc:
+                sf_error = re.sub(r"^Error opening .*?: ", "", str(exc))
+            fh.seek(0)
+        return _checked(dataclasses.replace(_probe_av(fh, sf_error), path=path, inside=found))
 
 
-def _probe_av(path: str, sf_error: str | None) -> AudioInfo:
+def probe_query(path: str, max_s: float) -> AudioInfo:
+    """The header of a query file that may hold at most ``max_s`` seconds: refused up front when its
+    header says it is longer, and its windows raise DecodeError once its samples run past ``max_s``
+    (a header that does not say, or lies)."""
+    info = probe(path)
+    if info.duration_s is not None and info.duration_s > max_s:
+        raise OmnivecError(f"query file {path}: {info.duration_s:,.0f} s of audio, over the {max_s:g} s a query "
+                           "may be (max_query_audio_s)",
+                           ["search with an excerpt: the part whose like you are looking for",
+                            "or raise max_query_audio_s (OMNIVEC_MAX_QUERY_AUDIO_S)"])
+    return dataclasses.replace(info, max_s=max_s)
+
+
+def _probe_av(fh: BinaryIO, sf_error: str | None) -> AudioInfo:
     import av
 
     try:
-        with av.open(path) as container:
+        with av.open(fh, mode="r") as container:
             if not container.streams.audio:
                 raise DecodeError("the file has no audio stream")
             st: Any = container.streams.audio[0]
@@ -110,11 +140,11 @@ def _probe_av(path: str, sf_error: str | None) -> AudioInfo:
             if rate <= 0 or channels <= 0:
                 raise DecodeError(f"invalid audio stream: {rate} Hz, {channels} channels "
                                   "(corrupt or truncated header?)")
-            return AudioInfo(path, rate, channels, frames, "pyav")
+            return AudioInfo("", rate, channels, frames, "pyav")
     except DecodeError:
         raise
     except Exception as exc:  # noqa: BLE001 - any container error means "not decodable"
-        av_error = f"{type(exc).__name__}: {exc}".replace(f": {path!r}", "")
+        av_error = re.sub(r": '[^']*'$", "", f"{type(exc).__name__}: {exc}")  # the file's name, if it is said
         detail = f"libsndfile: {sf_error}; PyAV: {av_error}" if sf_error else av_error
         raise DecodeError(f"not a decodable audio file (corrupt header or wrong extension?): {detail}") from None
 
@@ -125,7 +155,7 @@ def _blocks_soundfile(info: AudioInfo) -> Iterator[np.ndarray]:
     # BLOCK_SECONDS of audio, but never more than MAX_BLOCK_SAMPLES samples over all channels
     block = max(1, min(int(info.sample_rate * BLOCK_SECONDS), MAX_BLOCK_SAMPLES // info.channels))
     try:
-        with sf.SoundFile(info.path) as f:
+        with _opened(info.path, info.inside) as fh, sf.SoundFile(fh) as f:
             while True:
                 data = f.read(block, dtype="float32", always_2d=True)
                 if data.shape[0] == 0:
@@ -139,7 +169,7 @@ def _blocks_av(info: AudioInfo) -> Iterator[np.ndarray]:
     import av
 
     try:
-        with av.open(info.path) as container:
+        with _opened(info.path, info.inside) as fh, av.open(fh, mode="r") as container:
             resampler = av.AudioResampler(format="flt", layout=None, rate=None)
             frame: Any
             for frame in container.decode(audio=0):
@@ -160,7 +190,11 @@ def iter_mono(info: AudioInfo, target_rate: int) -> Iterator[np.ndarray]:
     resampler = None if info.sample_rate == target_rate else soxr.ResampleStream(
         info.sample_rate, target_rate, 1, dtype="float32", quality="HQ")
     seen = 0
+    limit = None if info.max_s is None else int(info.max_s * info.sample_rate)
     for block in blocks:
+        if limit is not None and seen + block.shape[0] > limit:
+            raise DecodeError(f"the audio runs past {info.max_s:g} s, the longest a query may be "
+                              "(max_query_audio_s)")
         mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
         bad = int(np.count_nonzero(~np.isfinite(mono)))
         if bad:

@@ -95,15 +95,24 @@ class Settings(BaseModel):
     include: list[str] = Field(default_factory=list, description="glob patterns a path must match")
     exclude: list[str] = Field(default_factory=list, description="glob patterns that drop a path")
     include_hidden: bool = False
+    follow_links: bool = Field(
+        default=False, description="read symlinked files whose target lies outside the source folders (and "
+        "manifest members outside them); off: they are skipped and counted")
     max_image_pixels: int = Field(default=89_478_485, ge=1)
     max_text_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
     max_image_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+    max_image_decoded_bytes: int = Field(
+        default=1 << 30, ge=1, description="memory one image's decode to 8-bit RGB may take, computed from its "
+        "mode and size before any pixel is decoded (omnivec.media.decoded_bytes); over it: an errors row")
     decode_timeout_s: float = Field(
         default=60.0, ge=0, description="longest one file's read, its decode, or one audio window may take "
         "before the file becomes an errors row and its decoder is abandoned (0: no limit)")
     commit_every_s: float = Field(
         default=30.0, ge=0, description="longest time batch results wait in memory before they are committed "
         "(besides every 4096 rows); a killed run loses at most this much work (0: commit after every batch)")
+    max_query_audio_s: float = Field(
+        default=600.0, gt=0, description="longest audio a query may be, in seconds; a longer file is refused "
+        "(from its header, and while it is decoded when the header does not say or is wrong)")
     canary_sample: int = Field(default=4, ge=0, description="stored items per modality re-embedded each run (0: off)")
     canary_tolerance: float = Field(default=0.999, gt=0, le=1, description="lowest cosine the canary accepts")
     asset_weights: dict[str, float] = Field(

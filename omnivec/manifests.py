@@ -8,13 +8,17 @@ become text items like any other, with the URI ``<manifest>#row=<n>&col=<column>
 
 from __future__ import annotations
 
-import functools
+import io
 import json
 import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, BinaryIO
 
 from omnivec.errors import DecodeError
-from omnivec.media import display_path
+from omnivec.media import display_path, open_regular
 
 MANIFEST_EXTENSIONS = frozenset({".csv", ".jsonl", ".parquet"})
 PATH_PREFIXES = ("image", "audio", "text")
@@ -51,15 +55,37 @@ def _check_size(path: str, size: int, what: str = "") -> None:
         raise DecodeError(f"manifest{what} is {size:,} bytes, over the {MAX_MANIFEST_BYTES:,}-byte limit; split it")
 
 
-@functools.lru_cache(maxsize=16)
-def _load(path: str, mtime_ns: int) -> tuple[tuple[str, ...], tuple[dict[str, object], ...]]:
+_CACHE: OrderedDict[tuple[Any, ...], tuple[tuple[str, ...], tuple[dict[str, object], ...]]] = OrderedDict()
+_CACHE_SIZE = 16  # manifests parsed and kept (a batch reads one caption at a time)
+_CACHE_LOCK = threading.Lock()
+
+
+def _load(path: str, inside: Sequence[str] | None) -> tuple[tuple[str, ...], tuple[dict[str, object], ...]]:
+    """Columns and rows, parsed from one descriptor opened with omnivec's checks (a regular file,
+    inside ``inside``) and kept per file identity (device, inode, mtime, size)."""
+    fd, st = open_regular(path, inside)
+    with os.fdopen(fd, "rb") as fh:
+        key = (path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+        with _CACHE_LOCK:
+            if key in _CACHE:
+                _CACHE.move_to_end(key)
+                return _CACHE[key]
+        loaded = _parse(path, fh, st.st_size)
+    with _CACHE_LOCK:
+        _CACHE[key] = loaded
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return loaded
+
+
+def _parse(path: str, fh: BinaryIO, size: int) -> tuple[tuple[str, ...], tuple[dict[str, object], ...]]:
     ext = os.path.splitext(path)[1].lower()
     if ext == ".parquet":
         import pyarrow.parquet as pq
 
         # sizes come from the footer, before anything is decompressed: a few kilobytes of Parquet
         # can declare millions of rows
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(fh)
         meta = pf.metadata
         if meta.num_rows > MAX_MANIFEST_ROWS:
             raise _too_many_rows(meta.num_rows)
@@ -68,42 +94,41 @@ def _load(path: str, mtime_ns: int) -> tuple[tuple[str, ...], tuple[dict[str, ob
         names = tuple(pf.schema_arrow.names)
         wanted = [c for c in names if _is_asset_column(c) or c == "id"]
         return names, tuple(pf.read(columns=wanted).to_pylist()) if wanted else ()
-    _check_size(path, os.stat(path).st_size)
+    _check_size(path, size)
     if ext == ".jsonl":
         rows = []
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if line.strip():
-                    obj = json.loads(line)
-                    if not isinstance(obj, dict):
-                        raise ValueError(f"line {n} is not a JSON object")
-                    rows.append(obj)
-                    if len(rows) > MAX_MANIFEST_ROWS:
-                        raise _too_many_rows(len(rows))
+        for n, line in enumerate(io.TextIOWrapper(fh, encoding="utf-8"), 1):
+            if line.strip():
+                obj = json.loads(line)
+                if not isinstance(obj, dict):
+                    raise ValueError(f"line {n} is not a JSON object")
+                rows.append(obj)
+                if len(rows) > MAX_MANIFEST_ROWS:
+                    raise _too_many_rows(len(rows))
         cols: dict[str, None] = {}
         for r in rows:
             cols.update(dict.fromkeys(r))
         return tuple(cols), tuple(rows)
     import csv
 
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        reader = csv.DictReader(fh)
-        out = []
-        for r in reader:
-            out.append(dict(r))
-            if len(out) > MAX_MANIFEST_ROWS:
-                raise _too_many_rows(len(out))
-        return tuple(reader.fieldnames or ()), tuple(out)
+    reader = csv.DictReader(io.TextIOWrapper(fh, encoding="utf-8-sig", newline=""))
+    out = []
+    for r in reader:
+        out.append(dict(r))
+        if len(out) > MAX_MANIFEST_ROWS:
+            raise _too_many_rows(len(out))
+    return tuple(reader.fieldnames or ()), tuple(out)
 
 
 def _is_asset_column(name: str) -> bool:
     return name.lower().startswith((*PATH_PREFIXES, CAPTION_PREFIX))
 
 
-def read_manifest(path: str) -> list[ManifestRow]:
-    """Parse a manifest; raises DecodeError (with the reason) when it cannot be read."""
+def read_manifest(path: str, inside: Sequence[str] | None = None) -> list[ManifestRow]:
+    """Parse a manifest; raises DecodeError (with the reason) when it cannot be read, is not a
+    regular file, or resolves outside ``inside`` (see :func:`omnivec.media.open_regular`)."""
     try:
-        columns, rows = _load(path, os.stat(path).st_mtime_ns)
+        columns, rows = _load(path, inside)
     except DecodeError:
         raise
     except RecursionError:
@@ -146,13 +171,13 @@ def split_caption_uri(uri: str) -> tuple[str, int, str] | None:
     return manifest, int(row), col
 
 
-def read_caption(uri: str) -> str:
-    """The inline text behind a caption URI."""
+def read_caption(uri: str, inside: Sequence[str] | None = None) -> str:
+    """The inline text behind a caption URI (its manifest read as :func:`read_manifest` does)."""
     parts = split_caption_uri(uri)
     if parts is None:
         raise DecodeError(f"not a caption URI: {uri}", stage="read")
     manifest, row, col = parts
-    rows = read_manifest(manifest)
+    rows = read_manifest(manifest, inside)
     if row >= len(rows):
         raise DecodeError(f"manifest row {row} no longer exists", stage="read")
     for c, _, text in rows[row].captions:

@@ -11,6 +11,7 @@ import os
 import stat
 import struct
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,10 +100,37 @@ def display_path(text: str) -> str:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def open_regular(path: str) -> tuple[int, os.stat_result]:
+_FD_PATHS = "/proc/self/fd"  # Linux: the real path of an open descriptor, race-free
+
+
+def lies_within(real: str, roots: Sequence[str]) -> bool:
+    """Whether the real path ``real`` is one of ``roots`` or lies under one of them."""
+    return any(real == r or real.startswith(r if r.endswith(os.sep) else r + os.sep) for r in roots)
+
+
+def _outside() -> DecodeError:
+    return DecodeError("the file now resolves outside the source folders (replaced by a symlink, or a folder on "
+                       "its path by one, after it was found); not read. Pass --follow-links (follow_links = "
+                       "true) to read what links point to", stage="read")
+
+
+def _descriptor_path(fd: int) -> str | None:
+    try:
+        return os.readlink(f"{_FD_PATHS}/{fd}")
+    except OSError:  # no /proc (not Linux, or not mounted)
+        return None
+
+
+def open_regular(path: str, inside: Sequence[str] | None = None) -> tuple[int, os.stat_result]:
     """Open a regular file for reading without ever blocking on a pipe or a device; returns the
-    descriptor (the caller closes it) and its stat. Raises DecodeError(stage="read") otherwise."""
+    descriptor (the caller closes it) and its stat. Raises DecodeError(stage="read") otherwise.
+
+    ``inside``: real paths the file must resolve into (the source folders), checked on the open
+    descriptor where the system names it (Linux), so a link swapped in at any moment is caught; elsewhere
+    on the path's real path just before it is opened."""
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    if inside is not None and not os.path.isdir(_FD_PATHS) and not lies_within(os.path.realpath(path), inside):
+        raise _outside()
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
@@ -118,6 +146,10 @@ def open_regular(path: str) -> tuple[int, os.stat_result]:
             raise DecodeError("path is now a folder, not a file", stage="read")
         if kind is not None:
             raise DecodeError(not_regular(kind), stage="read")
+        if inside is not None:
+            real = _descriptor_path(fd)
+            if not lies_within(os.path.realpath(path) if real is None else real, inside):
+                raise _outside()
     except BaseException:
         os.close(fd)
         raise
@@ -140,10 +172,11 @@ def _read_at_most(fd: int, expected: int, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def read_file(path: str, max_bytes: int) -> FileBytes:
+def read_file(path: str, max_bytes: int, inside: Sequence[str] | None = None) -> FileBytes:
     """Read a whole file (it is hashed and decoded from memory), refusing empty or huge ones, and
-    anything that is not a regular file (a pipe would block, /dev/zero would never end)."""
-    fd, st = open_regular(path)
+    anything that is not a regular file (a pipe would block, /dev/zero would never end), or that
+    resolves outside ``inside`` (see :func:`open_regular`)."""
+    fd, st = open_regular(path, inside)
     try:
         if st.st_size > max_bytes:
             raise DecodeError(
@@ -172,25 +205,69 @@ def _flatten_alpha(img: Image.Image) -> Image.Image:
     return Image.alpha_composite(canvas, rgba).convert("RGB")
 
 
-def _high_bit_depth_to_rgb(img: Image.Image) -> Image.Image:
-    arr = np.asarray(img, dtype=np.float64)
-    top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
-    if img.mode == "F":
-        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
-        arr, top = arr - lo, (hi - lo) or 1.0
-    scaled = np.clip(np.nan_to_num(arr) / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return Image.fromarray(scaled, mode="L").convert("RGB")
+BLOCK_PIXELS = 1 << 18  # pixels converted at once from 16-bit or float (2 MB of float64)
+HIGH_BIT_DEPTH_MODES = frozenset({"I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
+DEFAULT_MAX_DECODED_BYTES = 1 << 30  # max_image_decoded_bytes
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any PIL mode (CMYK, palette, LA, 16-bit, float) to 8-bit RGB."""
+def _row_blocks(img: Image.Image) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, pixels as float64) of consecutive row blocks: never a float copy of the whole image."""
+    width, height = img.size
+    rows = max(1, BLOCK_PIXELS // max(width, 1))
+    for top in range(0, height, rows):
+        yield top, np.asarray(img.crop((0, top, width, min(top + rows, height)))).astype(np.float64)
+
+
+def _high_bit_depth_to_l(img: Image.Image) -> Image.Image:
+    """16-bit or float pixels scaled to 8-bit grey: I;16 over 0-65535; I over 0-255, or over 0-65535
+    when a pixel exceeds 255; F from its minimum to its maximum (NaN is black). Row block by row block:
+    memory is the 8-bit result plus one block, whatever the image's size."""
+    lo, top = 0.0, 65535.0
+    if img.mode == "I":
+        top = 65535.0 if any(b.max(initial=0) > 255 for _, b in _row_blocks(img)) else 255.0
+    elif img.mode == "F":
+        lows, highs = [], []
+        for _, b in _row_blocks(img):
+            finite = b[~np.isnan(b)]
+            if finite.size:
+                lows.append(float(finite.min()))
+                highs.append(float(finite.max()))
+        lo, hi = (min(lows), max(highs)) if lows else (0.0, 0.0)
+        top = (hi - lo) or 1.0
+    out = np.empty((img.size[1], img.size[0]), dtype=np.uint8)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for row, b in _row_blocks(img):  # in place: (b - lo) / top * 255 + 0.5, NaN as 0, clipped
+            b -= lo
+            np.nan_to_num(b, copy=False)
+            b /= top
+            b *= 255.0
+            b += 0.5
+            out[row : row + b.shape[0]] = np.clip(b, 0, 255, out=b)
+    return Image.fromarray(out)
+
+
+def to_rgb(img: Image.Image, release: bool = False) -> Image.Image:
+    """Convert any PIL mode (CMYK, palette, LA, 16-bit, float) to 8-bit RGB. ``release``: close ``img``
+    as soon as its pixels are no longer needed (a 16-bit image goes before its RGB copy is made)."""
     if img.mode == "RGB":
         return img
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         return _flatten_alpha(img)
-    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
-        return _high_bit_depth_to_rgb(img)
+    if img.mode in HIGH_BIT_DEPTH_MODES:
+        grey = _high_bit_depth_to_l(img)
+        if release:
+            img.close()
+        return grey.convert("RGB")
     return img.convert("RGB")
+
+
+def decoded_bytes(mode: str, size: tuple[int, int]) -> int:
+    """Memory that decoding an image of ``mode`` and ``size`` to 8-bit RGB takes, known from its header:
+    the decoded frame (Pillow keeps 1 byte per pixel for modes 1, L and P, 2 for 16-bit grey, 4 for
+    every other mode) plus its RGB copy (4 bytes per pixel) unless it is RGB already."""
+    pixels = size[0] * size[1]
+    frame = 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
+    return pixels * (frame + (0 if mode == "RGB" else 4))
 
 
 def _chunk_bomb(exc: BaseException) -> DecodeError | None:
@@ -202,8 +279,10 @@ def _chunk_bomb(exc: BaseException) -> DecodeError | None:
     return None
 
 
-def decode_image(data: bytes, max_pixels: int) -> Image.Image:
-    """Decode the first frame of an image, apply EXIF orientation, return 8-bit RGB."""
+def decode_image(data: bytes, max_pixels: int, max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES) -> Image.Image:
+    """Decode the first frame of an image, apply EXIF orientation, return 8-bit RGB. Refused before any
+    pixel is decoded: over ``max_pixels``, or a decode that would take more than ``max_decoded_bytes``
+    (:func:`decoded_bytes` of its mode and size)."""
     kind = sniff(data[:16])
     if kind is not None and kind not in IMAGE_KINDS:
         raise DecodeError(f"content is {kind}, not an image")
@@ -222,11 +301,17 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
             f"{max_pixels / 1e6:.1f} MP limit (max_image_pixels); refused as a possible "
             "decompression bomb"
         )
+    need = decoded_bytes(img.mode, img.size)
+    if need > max_decoded_bytes:
+        raise DecodeError(
+            f"image {width}x{height} in mode {img.mode} takes {need / 2**20:,.0f} MiB to decode and convert, "
+            f"over the {max_decoded_bytes / 2**20:,.0f} MiB limit (max_image_decoded_bytes)"
+        )
     try:
         img.seek(0)
         img.load()
         img = ImageOps.exif_transpose(img) or img
-        return to_rgb(img)
+        return to_rgb(img, release=True)
     except Image.DecompressionBombError as exc:
         raise DecodeError(f"refused as a likely decompression bomb: {exc}") from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as exc:

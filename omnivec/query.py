@@ -372,11 +372,13 @@ def encode_query(st: Store, space: str, settings: Settings, query: str | None, i
     try:
         if image is not None:
             data = read_file(os.fspath(image), settings.max_image_bytes).data
-            return enc.embed_query("image", decode_image(data, settings.max_image_pixels)), enc.space_id
+            return enc.embed_query("image", decode_image(data, settings.max_image_pixels,
+                                                             settings.max_image_decoded_bytes)), enc.space_id
         if audio is not None:
-            from omnivec.audio import probe
+            from omnivec.audio import probe_query
 
-            return enc.embed_query("audio", probe(os.fspath(audio))), enc.space_id
+            return enc.embed_query("audio", probe_query(os.fspath(audio), settings.max_query_audio_s),
+                                   settings.space_batch_size(space)), enc.space_id
     except DecodeError as exc:
         raise OmnivecError(f"query file {image or audio}: {exc}") from None
     assert query is not None

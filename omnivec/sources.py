@@ -1,4 +1,11 @@
-"""Find source files, decide their modality by extension, and give each a stable key."""
+"""Find source files, decide their modality by extension, and give each a stable key.
+
+Files reached through a symlink whose target lies outside the source folders (the real paths of the
+roots given to ingest, and of the folder of a manifest given as a root) are skipped and counted
+unless ``follow_links``; manifest members that resolve outside them are ``errors`` rows. The same
+boundary is checked again when a file is read (:func:`omnivec.media.open_regular`), against a file
+swapped for a link after discovery.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,7 @@ from dataclasses import dataclass, field
 
 from omnivec.errors import DecodeError, SourceError
 from omnivec.manifests import NotAManifest, is_manifest, read_manifest
-from omnivec.media import display_path, not_regular, special_kind, storable
+from omnivec.media import display_path, lies_within, not_regular, special_kind, storable
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 TEXT_EXTENSIONS = frozenset({".txt", ".md", ".markdown"})
@@ -67,6 +74,14 @@ class Discovery:
     skipped: int = 0  # files of a type no space handles, or excluded by a glob
     problems: list[tuple[str, str]] = field(default_factory=list)  # (uri, reason) seen while walking
     manifest_assets: list[tuple[str, list[str]]] = field(default_factory=list)  # (asset key, member uris)
+    # real paths a file may resolve into (None: not checked, links are followed anywhere); set by
+    # discover(), checked again by the reader
+    inside: tuple[str, ...] | None = None
+    links_skipped: int = 0  # files whose link leads outside ``inside``: not read
+
+    def outside(self, path: str) -> bool:
+        """Whether ``path`` resolves outside the source folders (and this discovery does not follow links)."""
+        return self.inside is not None and not lies_within(os.path.realpath(path), self.inside)
 
     def owns(self, uri: str) -> bool:
         """Whether ``uri`` lies under one of the walked roots (so its absence means deletion)."""
@@ -93,7 +108,13 @@ def not_utf8_name(path: str) -> str:
             "rename it: omnivec stores names as UTF-8 text")
 
 
-def _stat_file(path: str, modality: str, disc: Discovery) -> None:
+def outside_problem(where: str) -> str:
+    return (f"{where} resolves outside the source folders (a symlink, or a path that leaves them); not read. "
+            "Ingest its folder, or pass --follow-links (follow_links = true) to read what links point to")
+
+
+def _stat_file(path: str, modality: str, disc: Discovery, member_of: str | None = None) -> None:
+    """Add a file found in a walk (``member_of`` None) or listed by a manifest, after its checks."""
     if not storable(path):
         disc.problems.append((display_path(path), not_utf8_name(path)))
         return
@@ -106,6 +127,12 @@ def _stat_file(path: str, modality: str, disc: Discovery) -> None:
     if kind is not None:  # a pipe would block a reader, /dev/zero would never end
         disc.problems.append((path, not_regular(kind)))
         return
+    if member_of is not None and disc.outside(path):  # listed by name: say why it is not read
+        disc.problems.append((path, outside_problem(f"listed in {member_of}, but it")))
+        return
+    if member_of is None and os.path.islink(path) and disc.outside(path):  # walked folders hold only links out
+        disc.links_skipped += 1
+        return
     disc.files.append(SourceFile(path, modality, st.st_size, st.st_mtime_ns))
 
 
@@ -115,8 +142,11 @@ def _add_manifest(path: str, disc: Discovery) -> None:
     if not storable(path):
         disc.problems.append((display_path(path), not_utf8_name(path)))
         return
+    if os.path.islink(path) and disc.outside(path):  # its captions would be stored: a link out, skipped
+        disc.links_skipped += 1
+        return
     try:
-        rows = read_manifest(path)
+        rows = read_manifest(path, disc.inside)
         mtime = os.stat(path).st_mtime_ns
     except NotAManifest:
         disc.skipped += 1
@@ -137,7 +167,7 @@ def _add_manifest(path: str, disc: Discovery) -> None:
                 disc.problems.append((member, f"listed in {where}, but the file does not exist"))
             else:
                 before = len(disc.files)
-                _stat_file(member, modality, disc)
+                _stat_file(member, modality, disc, member_of=where)
                 if len(disc.files) > before:
                     members.append(member)
         for col, uri, text in row.captions:
@@ -177,23 +207,39 @@ def _walk_dir(root: str, include: list[str], exclude: list[str], hidden: bool, d
             _stat_file(path, modality, disc)
 
 
+def _boundary(paths: list[str]) -> tuple[str, ...]:
+    """Real paths of the roots, and of the folder of each manifest given as a root (its members are
+    named relative to it)."""
+    out: list[str] = []
+    for path in paths:
+        if os.path.exists(path):
+            out.append(os.path.realpath(path))
+            if not os.path.isdir(path) and is_manifest(path):
+                out.append(os.path.realpath(os.path.dirname(path)))
+    return tuple(dict.fromkeys(out))
+
+
 def discover(
     paths: Iterable[str | os.PathLike[str]],
     include: list[str] | None = None,
     exclude: list[str] | None = None,
     include_hidden: bool = False,
+    follow_links: bool = False,
 ) -> Discovery:
     """Walk folders (recursively, symlinked folders not followed) and single files.
 
     A glob without ``/`` matches a file name, one with ``/`` the path relative to the root.
-    Raises :class:`SourceError` for a path that does not exist or a file of an unknown type.
+    A symlinked file whose target lies outside the roots is skipped (``links_skipped``) unless
+    ``follow_links``. Raises :class:`SourceError` for a path that does not exist or a file of an
+    unknown type.
     """
     include, exclude = list(include or []), list(exclude or [])
-    disc = Discovery()
-    for raw in paths:
-        path = os.path.abspath(os.fspath(raw))
+    absolute = [os.path.abspath(os.fspath(raw)) for raw in paths]
+    for path in absolute:
         if not storable(path):
             raise SourceError(f"{display_path(path)}: {not_utf8_name(path)}")
+    disc = Discovery(inside=None if follow_links else _boundary(absolute))
+    for path in absolute:
         if os.path.isdir(path):
             disc.roots.append(path)
             _walk_dir(path, include, exclude, include_hidden, disc)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 TINY_OPEN_CLIP_CFG = {
     "embed_dim": 32,
@@ -49,10 +50,14 @@ def make_tiny_clap(folder: str | Path, seed: int = 0, size: str = "tiny") -> Pat
 
     ``size="tiny"``: 32-d (tiny HTSAT + 1-layer RoBERTa); ``size="default"``: the architecture of
     laion/clap-htsat-unfused (transformers' default ``ClapConfig``), for speed measurements.
-    The tokenizer is a byte-level BPE trained offline on a few sentences; the feature extractor is
-    the standard 48 kHz / 10 s / 64-mel one with ``rand_trunc`` truncation, as in
-    laion/clap-htsat-unfused.
+    The tokenizer is a byte-level BPE (256 byte tokens, 5 special tokens and the merges learnt from
+    :data:`TINY_CLAP_SENTENCES`), so every text tokenizes, into ids that differ with the text; the
+    folder is checked for that after it is written, through ``ClapProcessor.from_pretrained`` as users
+    load it. The feature extractor is the standard 48 kHz / 10 s / 64-mel one with ``rand_trunc``
+    truncation, as in laion/clap-htsat-unfused.
     """
+    import tempfile
+
     import torch
     from tokenizers import ByteLevelBPETokenizer
     from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, RobertaTokenizerFast
@@ -60,14 +65,14 @@ def make_tiny_clap(folder: str | Path, seed: int = 0, size: str = "tiny") -> Pat
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tok_dir = folder / "_bpe"
-    tok_dir.mkdir(exist_ok=True)
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(TINY_CLAP_SENTENCES * 5, vocab_size=400, min_frequency=1, show_progress=False,
                             special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
-    bpe.save_model(str(tok_dir))
-    tokenizer = RobertaTokenizerFast(vocab_file=str(tok_dir / "vocab.json"),
-                                     merges_file=str(tok_dir / "merges.txt"), model_max_length=77)
+    with tempfile.TemporaryDirectory(prefix="omnivec-bpe-") as tok_dir:
+        bpe.save_model(tok_dir)
+        # from_pretrained reads vocab.json + merges.txt on every transformers release; the constructor's
+        # file arguments changed names (transformers 5 ignores vocab_file/merges_file: 5-token vocabulary)
+        tokenizer = RobertaTokenizerFast.from_pretrained(tok_dir, model_max_length=77)
     features = ClapFeatureExtractor(truncation="rand_trunc", padding="repeatpad")
     if size == "tiny":
         config = ClapConfig(
@@ -88,12 +93,21 @@ def make_tiny_clap(folder: str | Path, seed: int = 0, size: str = "tiny") -> Pat
     try:
         model.save_pretrained(folder)
         ClapProcessor(feature_extractor=features, tokenizer=tokenizer).save_pretrained(folder)
+        check_tokenizer(ClapProcessor.from_pretrained(folder).tokenizer)
     finally:
         tlog.enable_progress_bar()
-    for f in tok_dir.iterdir():
-        f.unlink()
-    tok_dir.rmdir()
     return folder
+
+
+def check_tokenizer(tokenizer: Any) -> None:
+    """Raise unless ``tokenizer`` gives distinct, non-trivial ids to distinct sentences (a tokenizer
+    saved without its vocabulary maps every text to the special tokens alone)."""
+    special = set(tokenizer.all_special_ids)
+    ids = [tokenizer(s)["input_ids"] for s in TINY_CLAP_SENTENCES[:3]]
+    words = [[i for i in seq if i not in special] for seq in ids]
+    if len(tokenizer) <= 256 or any(len(w) < 3 for w in words) or len({tuple(w) for w in words}) < len(words):
+        raise RuntimeError(f"the tiny CLAP tokenizer does not tokenize: vocabulary of {len(tokenizer)}, "
+                           f"{TINY_CLAP_SENTENCES[:3]} -> {ids}")
 
 
 def commit_items(store: object, vectors: object) -> None:

@@ -372,3 +372,14 @@ def test_concurrent_image_decodes_are_bounded(tmp_path, tiny_clip_dir, decodes):
         assert list(pool.map(one, ids)) == [200] * len(ids)
     assert app.state.slots.peak == decodes
     assert app.state.media.thumbs.decoded == len(ids)
+
+
+def test_a_thumbnail_keeps_the_decoded_bytes_budget(built):
+    """``max_image_decoded_bytes`` holds for the service's decodes too, not only for ingest's."""
+    settings = built[0].model_copy(update={"max_image_decoded_bytes": 4096})
+    client = TestClient(create_app(settings, token=""))
+    for suffix in (".png", ".jpg"):
+        _, row = _item(built, "images", suffix)
+        r = client.get(f"/media/{row['item_id']}?size=64")
+        assert r.status_code == 422 and "max_image_decoded_bytes" in r.json()["detail"], r.text
+        assert TestClient(create_app(built[0], token="")).get(f"/media/{row['item_id']}?size=64").status_code == 200

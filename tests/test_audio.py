@@ -131,11 +131,18 @@ def test_stored_vectors_equal_direct_clap_and_runs_are_identical(av_settings, tm
 
     model = ClapModel.from_pretrained(tiny_clap_dir).eval()
     tok = ClapProcessor.from_pretrained(tiny_clap_dir).tokenizer
+    texts = ["a dog barking in the park", "rain falling on a window"]
+    ids = [tok(t)["input_ids"] for t in texts]
+    # the inputs differ, so a match below is about this caption, not about every text
+    assert ids[0] != ids[1] and min(len(i) for i in ids) > 4, ids
     with torch.inference_mode():
-        out = model.get_text_features(**tok(["a dog barking in the park"], return_tensors="pt"))
-    t = (out.pooler_output if hasattr(out, "pooler_output") else out).numpy()[0]
+        out = model.get_text_features(**tok(texts, padding=True, return_tensors="pt"))
+    t, other = (out.pooler_output if hasattr(out, "pooler_output") else out).numpy()
+    t, other = t / np.linalg.norm(t), other / np.linalg.norm(other)
+    assert np.abs(t - other).max() > 1e-3
     text_row = next(r for r in vectors_of(av_settings.store, "clap").to_pylist() if r["modality"] == "text")
-    assert float(np.dot(text_row["vector"], t) / np.linalg.norm(t)) >= 0.9999
+    assert float(np.dot(text_row["vector"], t)) >= 0.9999
+    assert np.abs(np.asarray(text_row["vector"]) - other).max() > 1e-3
 
     again = make_settings(tmp_path / "store2", Path(av_settings.spaces["clip"].model[len("local-dir:"):]),
                           tiny_clap_dir)

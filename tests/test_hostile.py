@@ -169,8 +169,11 @@ def test_hostile_corpus_through_the_core_pipeline(tmp_path, tiny_clip_dir, tiny_
         # what discovery finds wrong (links, pipes, names) is reported again, as it is seen again
         again = ingest([str(corpus.root)], s)
         errors2, embedded2 = outcomes(s.store, ("clip", "clap"))
-        gone = {u for u, c in corpus.cases.items() if u in errors and (c.words == ("vanished",) or "folder" in c.words)}
-        assert set(errors2) == set(errors) - gone  # deleted files take their errors with them
+        # deleted files take their errors with them; so do files now links out of the corpus (skipped, counted)
+        gone = {u for u, c in corpus.cases.items() if u in errors and (
+            c.words == ("vanished",) or "folder" in c.words or "outside the source folders" in c.words)}
+        assert set(errors2) == set(errors) - gone
+        assert again.links_skipped == sum("outside the source folders" in c.words for c in corpus.cases.values())
         assert embedded2 == embedded and again.embedded == 0
         assert {sp: store.count(t) for sp, _, t in store.vector_tables()} == vectors
         discovered = [r for r in errors2.values() if r["stage"] == "discover"]
@@ -289,10 +292,10 @@ def test_a_stuck_image_decoder_costs_its_file_not_the_run(settings, tmp_path, mo
     (root / "c.txt").write_text("words that decode fine")
     real = batch.decode_image
 
-    def spinning(data: bytes, max_pixels: int) -> Any:
+    def spinning(data: bytes, *limits: int) -> Any:
         if data in stuck:
             release.wait(60)  # a decoder looping on a hostile file
-        return real(data, max_pixels)
+        return real(data, *limits)
 
     monkeypatch.setattr(batch, "decode_image", spinning)
     s = settings.model_copy(update={"decode_timeout_s": 0.5})

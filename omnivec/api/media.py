@@ -84,7 +84,7 @@ class Media:
             opened = self.verifier.open(uri, want, row.get("size"), keep=self.settings.max_image_bytes)
             try:
                 data = self.thumbs.get(row["item_id"], opened.key[0], size, lambda: self.verifier.read(opened),
-                                       self.settings.max_image_pixels)
+                                       self.settings.max_image_pixels, self.settings.max_image_decoded_bytes)
             finally:
                 opened.close()
             return Response(data, media_type="image/jpeg", headers=self.CACHE)

@@ -19,7 +19,7 @@ from fastapi import HTTPException
 from PIL import Image, ImageOps
 
 from omnivec.errors import DecodeError
-from omnivec.media import decode_image, sniff, to_rgb
+from omnivec.media import DEFAULT_MAX_DECODED_BYTES, decode_image, decoded_bytes, sniff, to_rgb
 
 MASTER = 1024
 DEFAULT_DECODES = 2
@@ -52,15 +52,15 @@ class DecodeSlots:
             self._slots.release()
 
 
-def _decode_reduced(data: bytes, max_pixels: int, box: int) -> Image.Image:
+def _decode_reduced(data: bytes, max_pixels: int, max_decoded: int, box: int) -> Image.Image:
     """Decode for a thumbnail: a JPEG at the smallest scale still >= ``box`` px (``draft``), anything
     else as :func:`omnivec.media.decode_image` decodes it (same limits, same errors)."""
     if sniff(data[:16]) != "JPEG image":
-        return decode_image(data, max_pixels)
+        return decode_image(data, max_pixels, max_decoded)
     try:
         img: Image.Image = Image.open(io.BytesIO(data))
-        if img.width * img.height > max_pixels:
-            return decode_image(data, max_pixels)  # refused there, with its message
+        if img.width * img.height > max_pixels or decoded_bytes(img.mode, img.size) > max_decoded:
+            return decode_image(data, max_pixels, max_decoded)  # refused there, with its message
         img.draft("RGB", (box, box))
         img.load()
         return to_rgb(ImageOps.exif_transpose(img) or img)
@@ -101,7 +101,8 @@ class Thumbnails:
                 _, old = self._cache.popitem(last=False)
                 self._bytes -= len(old)
 
-    def get(self, item_id: str, content_hash: str, size: int, load: Callable[[], bytes], max_pixels: int) -> bytes:
+    def get(self, item_id: str, content_hash: str, size: int, load: Callable[[], bytes], max_pixels: int,
+            max_decoded: int = DEFAULT_MAX_DECODED_BYTES) -> bytes:
         """A JPEG of at most ``size`` px (<= 1024); ``load`` gives the file's checked bytes."""
         size = min(size, MASTER)
         if (thumb := self._cached((item_id, content_hash, size))) is not None:
@@ -110,7 +111,7 @@ class Thumbnails:
         if master is None:
             data = load()
             with self._slots.slot():
-                img = _decode_reduced(data, max_pixels, MASTER)
+                img = _decode_reduced(data, max_pixels, max_decoded, MASTER)
                 img.thumbnail((MASTER, MASTER))
                 master = _jpeg(img, 90)
             self.decoded += 1

@@ -24,6 +24,8 @@ import numpy as np
 from omnivec.config import SpaceSettings
 
 QUERY_CACHE_SIZE = 1024  # text queries remembered per encoder (a few MB of vectors at most)
+QUERY_BATCH = 16  # most segments of one query per forward: a group of audio windows and their mel features
+# take ~8 MB each, so 16 bound an audio query's memory (~150 MB) where ingest's batch of 64 takes ~550 MB
 
 log = logging.getLogger("omnivec")
 
@@ -171,6 +173,52 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 
 
+class FairLock:
+    """A lock granted in the order it was asked for: a thread that releases it and asks again waits
+    behind those already waiting (an audio query's next forward waits behind a text query's)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._next = 0  # the next ticket handed out
+        self._serving = 0  # the ticket that holds the lock (== _next: free)
+        self._abandoned: set[int] = set()  # tickets whose thread stopped waiting (an exception)
+
+    def acquire(self) -> None:
+        with self._cond:
+            ticket = self._next
+            self._next += 1
+            try:
+                self._cond.wait_for(lambda: self._serving == ticket)
+            except BaseException:
+                self._abandoned.add(ticket)
+                self._advance()
+                raise
+
+    def release(self) -> None:
+        with self._cond:
+            self._serving += 1
+            self._advance()
+
+    def _advance(self) -> None:
+        while self._serving in self._abandoned:
+            self._abandoned.discard(self._serving)
+            self._serving += 1
+        self._cond.notify_all()
+
+    @property
+    def waiting(self) -> int:
+        """Threads waiting for the lock (not counting its holder)."""
+        with self._cond:
+            return max(0, self._next - self._serving - 1 - len(self._abandoned))
+
+    def __enter__(self) -> FairLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class Encoder(ABC):
     """A model plus its preprocessing, embedding batches into one space.
 
@@ -198,8 +246,8 @@ class Encoder(ABC):
     def __init__(self, settings: SpaceSettings, device: str) -> None:
         self.settings = settings
         self.device = device
-        self._forward_lock = threading.Lock()  # one forward at a time; decode runs beside it
-        self._query_lock = threading.Lock()  # tokenizers are not safe to share between threads
+        self._forward_lock = FairLock()  # one forward at a time, in turn; decode runs beside it
+        self._query_lock = threading.Lock()  # text queries: tokenizers are not safe to share between threads
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.precision: str = settings.precision or "fp32"
         check_precision(self.precision, device)
@@ -288,25 +336,43 @@ class Encoder(ABC):
                             self.kind, self.settings.model, self.device, size, self.batch_limit)
         return l2_normalise(np.concatenate(parts) if len(parts) > 1 else parts[0])
 
-    def embed_query(self, modality: str, content: Any) -> np.ndarray:
-        """One vector for a query: the re-normalised mean of its segments' vectors. Safe to call from
-        several threads at once (a query service shares one encoder between its requests).
+    def embed_query(self, modality: str, content: Any, batch_size: int | None = None) -> np.ndarray:
+        """One vector for a query: the re-normalised mean of its segments' vectors, as ingest pools an
+        audio file. Safe to call from several threads at once (a query service shares one encoder
+        between its requests).
 
-        Text queries are remembered (the last :data:`QUERY_CACHE_SIZE` per encoder): a page that
+        Segments are embedded in groups of ``batch_size`` (default: the space's), at most
+        :data:`QUERY_BATCH`, into a running sum, so an hour of audio is never in memory at once. Only
+        text queries take the query lock (the tokenizer is not thread-safe): an audio or image query
+        takes the forward lock for each forward alone, and a text query waiting for it gets the next
+        one. Text queries are remembered (the last :data:`QUERY_CACHE_SIZE` per encoder): a page that
         changes a filter, ``k`` or the as-of version sends the same text again, and this encoder
         gives the same vector for it every time."""
-        key = content if modality == "text" and isinstance(content, str) else None
+        if modality != "text" or not isinstance(content, str):
+            return self._pooled_query(modality, content, batch_size)
         with self._query_lock:
-            if key is not None and key in self._query_cache:
-                self._query_cache.move_to_end(key)
-                return self._query_cache[key].copy()
-            segs = list(self.segments(modality, content))
-            if not segs:
-                raise ValueError("the query is empty")
-            vecs = self.embed(modality, [s.payload for s in segs])
-            vec = l2_normalise(vecs.mean(axis=0, keepdims=True))[0]
-            if key is not None:
-                self._query_cache[key] = vec.copy()
-                while len(self._query_cache) > QUERY_CACHE_SIZE:
-                    self._query_cache.popitem(last=False)
+            if content in self._query_cache:
+                self._query_cache.move_to_end(content)
+                return self._query_cache[content].copy()
+            vec = self._pooled_query(modality, content, batch_size)
+            self._query_cache[content] = vec.copy()
+            while len(self._query_cache) > QUERY_CACHE_SIZE:
+                self._query_cache.popitem(last=False)
         return vec
+
+    def _pooled_query(self, modality: str, content: Any, batch_size: int | None) -> np.ndarray:
+        size = min(batch_size or self.settings.batch_size or QUERY_BATCH, QUERY_BATCH)
+        total = np.zeros(self.dimension, dtype=np.float64)
+        count = 0
+        group: list[Any] = []
+        for seg in self.segments(modality, content):
+            group.append(seg.payload)
+            if len(group) >= size:
+                total += self.embed(modality, group).sum(axis=0, dtype=np.float64)
+                count, group = count + len(group), []
+        if group:
+            total += self.embed(modality, group).sum(axis=0, dtype=np.float64)
+            count += len(group)
+        if not count:
+            raise ValueError("the query is empty")
+        return l2_normalise((total / count)[None, :])[0]

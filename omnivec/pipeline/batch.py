@@ -174,9 +174,9 @@ class _Opened:
     decode: Callable[[], Any]
 
 
-def _hash_audio(path: str) -> tuple[str, int, int]:
+def _hash_audio(path: str, inside: tuple[str, ...] | None) -> tuple[str, int, int]:
     """sha256, size and mtime of an audio file, streamed (never whole in memory)."""
-    fd, st = open_regular(path)
+    fd, st = open_regular(path, inside)
     try:
         if st.st_size == 0:
             raise DecodeError("file is empty (0 bytes)", stage="read")
@@ -193,7 +193,7 @@ def _hash_audio(path: str) -> tuple[str, int, int]:
 def _caption(w: WorkItem, settings: Settings) -> _Opened:
     parts = split_caption_uri(w.uri)
     assert parts is not None
-    text = read_caption(w.uri)  # inline text of a manifest row
+    text = read_caption(w.uri, w.inside)  # inline text of a manifest row
     try:
         caption = text.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -217,15 +217,15 @@ def _is_caption(uri: str) -> bool:
 def _open(w: WorkItem, settings: Settings) -> _Opened:
     """Read and hash one file; decoding is deferred until we know it is needed."""
     if w.modality == "audio":  # streamed twice (hash, then decode): never whole in memory
-        digest, size, mtime_ns = _hash_audio(w.uri)
-        return _Opened(digest, size, mtime_ns, lambda: probe(w.uri))
+        digest, size, mtime_ns = _hash_audio(w.uri, w.inside)
+        return _Opened(digest, size, mtime_ns, lambda: probe(w.uri, w.inside))
     if w.modality == "text" and _is_caption(w.uri):
         return _caption(w, settings)
     limit = settings.max_text_bytes if w.modality == "text" else settings.max_image_bytes
-    fb = read_file(w.uri, limit)
+    fb = read_file(w.uri, limit, w.inside)  # every open checks the file resolves inside the sources
     if w.modality == "image":
         return _Opened(sha256_bytes(fb.data), fb.size, fb.mtime_ns,
-                       lambda: decode_image(fb.data, settings.max_image_pixels))
+                       lambda: decode_image(fb.data, settings.max_image_pixels, settings.max_image_decoded_bytes))
     if w.modality == "text":
         return _Opened(sha256_bytes(fb.data), fb.size, fb.mtime_ns, lambda: decode_text(fb.data))
     raise DecodeError(f"no decoder for modality {w.modality!r}")

@@ -29,7 +29,8 @@ SKIPPED_NO_WRITES = "no vectors written in this run"
 
 
 def check_drift(store: Store, states: dict[str, SpaceState], settings: Settings,
-                written: Collection[str] | None = None) -> dict[str, dict[str, Any]]:
+                written: Collection[str] | None = None,
+                inside: tuple[str, ...] | None = None) -> dict[str, dict[str, Any]]:
     """space -> {"items", "segments", "min_cosine", "ok"} for every available space with stored vectors.
 
     ``written``: the vector tables this run wrote rows to (None: check every space). A space that got
@@ -64,7 +65,7 @@ def check_drift(store: Store, states: dict[str, SpaceState], settings: Settings,
         cosines: list[float] = []
         checked = 0
         for r in sample:
-            w = WorkItem(r["uri"], r["item_id"], r["modality"], 0, 0, (name,))
+            w = WorkItem(r["uri"], r["item_id"], r["modality"], 0, 0, (name,), inside=inside)  # the run's link rule
             try:
                 opened = _open(w, settings)
                 if opened.content_hash != r["content_hash"]:

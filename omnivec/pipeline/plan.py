@@ -24,6 +24,7 @@ class WorkItem:
     have: tuple[str, ...] = ()  # spaces whose vectors match prev_hash
     first_run: str | None = None
     kind: str = "new"  # new | changed | resumed (had no vectors in some space)
+    inside: tuple[str, ...] | None = None  # real paths the file must resolve into when read (None: any)
 
 
 @dataclass(slots=True)
@@ -73,7 +74,7 @@ def make_plan(
         wanted = takers(f.modality)
         row = known.get(item_id)
         if row is None:
-            _add(plan, f, item_id, wanted, kind="new")
+            _add(plan, f, item_id, wanted, kind="new", inside=discovery.inside)
             continue
         prev = row["content_hash"]
         have = tuple(n for n in wanted if prev is not None and embedded[n].get(item_id) == prev)
@@ -83,7 +84,7 @@ def make_plan(
             plan.unchanged[f.modality] += 1  # quarantined failures are not retried unless asked
             continue
         kind = "resumed" if same_stat else "changed"
-        _add(plan, f, item_id, wanted, kind, row["content_hash"], have, row["first_run"])
+        _add(plan, f, item_id, wanted, kind, row["content_hash"], have, row["first_run"], discovery.inside)
     for row in items:
         if row["item_id"] not in seen and discovery.owns(row["uri"]):
             plan.deleted.append(Deleted(row["item_id"], row["uri"], row["modality"]))
@@ -95,7 +96,8 @@ def make_plan(
 
 
 def _add(plan: Plan, f: SourceFile, item_id: str, wanted: tuple[str, ...], kind: str,
-         prev_hash: str | None = None, have: tuple[str, ...] = (), first_run: str | None = None) -> None:
+         prev_hash: str | None = None, have: tuple[str, ...] = (), first_run: str | None = None,
+         inside: tuple[str, ...] | None = None) -> None:
     plan.work.setdefault(f.modality, []).append(
-        WorkItem(f.uri, item_id, f.modality, f.size, f.mtime_ns, wanted, prev_hash, have, first_run, kind)
+        WorkItem(f.uri, item_id, f.modality, f.size, f.mtime_ns, wanted, prev_hash, have, first_run, kind, inside)
     )

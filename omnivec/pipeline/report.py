@@ -21,6 +21,7 @@ class RunReport:
     errors_total: int = 0
     tagged: dict[str, int] = field(default_factory=dict)
     skipped: int = 0
+    links_skipped: int = 0  # symlinked files whose target lies outside the source folders: not read
     drift: dict[str, dict[str, Any]] = field(default_factory=dict)  # space -> canary result, or skipped + reason
 
     @property
@@ -39,6 +40,10 @@ class RunReport:
     @property
     def embedded(self) -> int:
         return sum(c["new"] + c["changed"] + c["resumed"] for c in self.counts.values())
+
+    def links_line(self) -> str:
+        return (f"{self.links_skipped} symlinked file(s) point outside the source folders and were not read; "
+                "--follow-links (follow_links = true) reads them")
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per modality, for tables (Prefect artifact, CLI)."""
@@ -63,6 +68,8 @@ class RunReport:
             lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
             lines += ["| " + " | ".join("" if r[h] is None else str(r[h]) for h in head) + " |"
                       for r in rows]
+        if self.links_skipped:
+            lines += ["", self.links_line()]
         for space in self.drifted:
             d = self.drift[space]
             lines += ["", f"**Drift canary: space `{space}` re-embedded {d['segments']} stored segments with "

@@ -67,7 +67,7 @@ def prepare(ctx: RunContext, retry_errors: bool = False) -> tuple[Discovery, dic
     store.remove_unfinished_tables()  # left by a run killed while creating a table
     repair_run_tags(store)  # a run killed while tagging: complete its tags before anything moves on
     remove_uncommitted(store)  # vectors a killed run wrote without their items rows
-    discovery = discover(ctx.sources, s.include, s.exclude, s.include_hidden)
+    discovery = discover(ctx.sources, s.include, s.exclude, s.include_hidden, s.follow_links)
     states, deferred = identify_spaces(s)
     plan = make_plan(discovery, store, states, retry_errors)
     while needed := {n for n in deferred if states[n].modalities & {m for m, w in plan.work.items() if w}}:
@@ -125,8 +125,8 @@ def finish(ctx: RunContext, committer: Committer, discovery: Discovery, plan: Pl
             store.refresh_text_index(table)
     report = RunReport(ctx.run_id, ctx.run_name, store.uri, committer.counts, committer.seconds,
                        unavailable={n: s.unavailable for n, s in states.items() if s.unavailable},
-                       skipped=discovery.skipped)
-    report.drift = check_drift(store, states, ctx.settings, written)
+                       skipped=discovery.skipped, links_skipped=discovery.links_skipped)
+    report.drift = check_drift(store, states, ctx.settings, written, discovery.inside)
     report.wall_seconds = time.perf_counter() - ctx.t0
     report.tagged = record_run(store, ctx.run_id, ctx.run_name, ctx.started_at, "completed", ctx.sources,
                                {m: dict(c) for m, c in report.counts.items()})
