@@ -1,4 +1,4 @@
-"""Crash soak: SIGKILL ingests at random moments, let the next run finish, compare with a clean run.
+"""Crash soak: SIGKILL writers at random moments, let the next run finish, compare with a clean run.
 
 The promise under test: whatever happens to a run, the store afterwards equals what one clean run
 would have produced, with nothing lost, duplicated or corrupted.
@@ -19,33 +19,48 @@ same corpus produced:
 * and on its own: no duplicate key in any table at its latest version or at any tagged version, every
   table readable at every tag, errors that match the items (no error rows for files that are now ok,
   none missing for failed files), vectors only for stored, readable content, and a runs log whose
-  every run has its tag on every table it recorded.
+  every run has its tag on every table it recorded;
+* right after each killed ingest, before any recovery: a search over the store returns no hit whose
+  vector row no `items` row covers; after a kill between a commit's vector merge and its items merge,
+  the next writer (an ingest of another folder, or ``maintain --local``, on a copy) leaves no vector
+  row that no `items` row covers.
+
+``--other-trials`` of the trials (default 6, spread over the soak) kill ``omnivec maintain --local``,
+``omnivec reembed --local`` or ``omnivec restore --to RUN`` instead, on a store an ingest left, then
+run the same command to completion and compare with a clean run of it (``soak_targets.py`` says what
+"equal" means for each).
 
 A kill is either timed (a delay drawn over the span of the clean run's store writes, counted from
 the run's first write, since start-up time varies a lot) or aimed at a store write (the child kills
 itself during its N-th write, MS ms in or at its last instant if it is shorter, or right after it:
-a merge, delete, table creation, key declaration, index build or tag), so that kills land inside
-commits and between the steps of a commit. The child is this script in ``child`` mode: it traces
+a merge, delete, table creation, key declaration, index build or tag; for maintain and restore also
+a compaction, vector index build or refresh, version cleanup or table restore), so that kills land
+inside commits and between the steps of a commit; a fifth of an ingest's random kills are aimed
+right after a commit's vector merge (``merge:vectors#K@after``). The child is this script in ``child`` mode: it traces
 every store write and phase to a file (what was in flight when it died), then runs the CLI.
 ``--flush-rows`` makes the committer flush small groups of rows, so a run makes many commits.
 The drift canary (read-only) is off unless ``--canary``.
 
-    .venv/bin/python benchmarks/crash_soak.py                    # 20 trials (2 through the flow), ~20 min
+    .venv/bin/python benchmarks/crash_soak.py                    # 20 trials (2 through the flow, 6 not ingests)
     .venv/bin/python benchmarks/crash_soak.py --trials 40 --flow-trials 0 --seed 7
-    .venv/bin/python benchmarks/crash_soak.py --trials 1 --aim 'merge:items#1@during+0'
+    .venv/bin/python benchmarks/crash_soak.py --trials 1 --other-trials 0 --aim 'merge:items#1@during+0'
+    .venv/bin/python benchmarks/crash_soak.py --trials 1 --flow-trials 0 --other restore --other-trials 1 \
+        --aim 'restore:items#1@after'
 
 Prints a table of kills and trials and a summary line; exits 1 on any mismatch.
 
-The parts live in three files: this one (the corpus, launching and killing the children, the
-trials, the command line, and the search check), ``soak_trace.py`` (the child's tracer and reading
-its trace) and ``soak_compare.py`` (comparing a store with a clean one, and the invariants any store
-must hold).
+The parts live in five files: this one (launching and killing the children, the trials, the
+command line), ``soak_corpus.py`` (the corpus, version 1 and 2), ``soak_trace.py`` (the child's
+tracer and reading its trace), ``soak_compare.py`` (comparing a store with a clean one, the
+invariants any store must hold, the searches, and the checks right after a kill) and
+``soak_targets.py`` (maintain, reembed and restore as targets).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import random
 import shutil
@@ -67,101 +82,11 @@ HERE = Path(__file__).resolve().parent  # soak_trace.py, soak_compare.py (this f
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from soak_compare import compare, invariants  # noqa: E402
+import soak_targets  # noqa: E402
+from soak_compare import QUERY, check, check_killed, compare, ingest_here, invariants, settings_for  # noqa: E402, F401
+from soak_corpus import build_corpus, mutate_corpus  # noqa: E402
+from soak_targets import TARGETS  # noqa: E402
 from soak_trace import Trace, Tracer, in_flight, install_tracer, read_trace  # noqa: E402
-
-QUERY = "a red circle"
-
-# ----------------------------------------------------------------------------------------------
-# corpus
-# ----------------------------------------------------------------------------------------------
-
-LONG_TEXT = ("The river bends around the old mill, where the wheel still turns in spring. "
-             "Children fish from the stone bridge and herons wait in the reeds. ") * 12
-
-
-def build_corpus(root: Path, notes: int = 60, audio: bool = True) -> Path:
-    """Version 1 of the soak corpus: the sample corpus (shape images, texts, sounds), the bad-file
-    corpus (empty, truncated, random, mislabelled, latin-1, bomb), ``notes`` short notes, two long
-    texts (several chunks each), assets by stem, and a dangling link (a discovery error)."""
-    from omnivec.sample import build_sample_corpus, tone, write_sample_audio
-    from tests.fixtures.bad_files import good_jpeg, write_bad_corpus
-
-    build_sample_corpus(root, audio=False)
-    if audio:
-        audio_dir = root / "audio"
-        write_sample_audio(audio_dir)
-        for f in audio_dir.iterdir():  # keep the soak quick: the 12 s file and speech are left out
-            if f.name.startswith(("tone-then-noise", "speech")):
-                f.unlink()
-    write_bad_corpus(root / "bad")
-    (root / "notes").mkdir(exist_ok=True)
-    for i in range(notes):
-        (root / "notes" / f"note-{i:03d}.txt").write_text(f"note {i}: about topic {i % 11}, item {i * 7 % 13}")
-    (root / "long").mkdir(exist_ok=True)
-    (root / "long" / "river.txt").write_text(LONG_TEXT)
-    (root / "long" / "mill.txt").write_text(LONG_TEXT.replace("river", "canal") + " The end.")
-    pairs = root / "pairs"
-    pairs.mkdir(exist_ok=True)
-    for i, colour in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]):
-        (pairs / f"pair-{i}.jpg").write_bytes(good_jpeg(colour))
-        (pairs / f"pair-{i}.txt").write_text(f"the caption of pair {i}")
-    if audio:
-        import soundfile as sf
-
-        sf.write(pairs / "pair-0.wav", tone(330, 2), 22050)
-    os.symlink(root / "nowhere.jpg", root / "dangling.jpg")
-    return root
-
-
-def mutate_corpus(root: Path) -> list[str]:
-    """Version 2: deletions, content changes, additions, a bad file fixed, a good file broken, a
-    touched file (new mtime, same bytes), an asset losing a member. Returns what changed."""
-    from tests.fixtures.bad_files import good_jpeg
-
-    later = time.time() + 5
-    done: list[str] = []
-
-    def stamp(p: Path) -> None:
-        os.utime(p, (later, later))
-
-    for rel in ("texts/dogs.txt", "notes/note-003.txt", "notes/note-004.txt", "pairs/pair-1.txt",
-                "audio/noise.flac"):
-        p = root / rel
-        if p.exists():
-            p.unlink()
-            done.append(f"deleted {rel}")
-    for rel, text in (("texts/ocean.txt", "Storm waves break on the harbour wall all night long."),
-                      ("notes/note-010.txt", "note 10, rewritten: " + LONG_TEXT[:400]),
-                      ("long/mill.txt", LONG_TEXT[:300])):
-        (root / rel).write_text(text)
-        stamp(root / rel)
-        done.append(f"changed {rel}")
-    img = next(p for p in sorted((root / "images").iterdir()) if p.name.startswith("blue-"))
-    img.write_bytes(good_jpeg((10, 120, 240))) if img.suffix == ".jpg" else _png(img)
-    stamp(img)
-    done.append(f"changed images/{img.name}")
-    for i in range(3):
-        (root / "notes" / f"added-{i}.txt").write_text(f"a note added later, number {i}")
-        done.append(f"added notes/added-{i}.txt")
-    (root / "images" / "added.jpg").write_bytes(good_jpeg((90, 90, 90)))
-    (root / "bad" / "latin1.txt").write_text("café au lait, now in UTF-8", encoding="utf-8")
-    stamp(root / "bad" / "latin1.txt")
-    done.append("fixed bad/latin1.txt")
-    good = root / "bad" / "good.png"
-    good.write_bytes(good.read_bytes()[:40])
-    stamp(good)
-    done.append("broke bad/good.png")
-    stamp(root / "texts" / "cooking.txt")
-    done.append("touched texts/cooking.txt")
-    return done
-
-
-def _png(path: Path) -> None:
-    from PIL import Image
-
-    Image.new("RGB", (50, 30), (10, 120, 240)).save(path, "PNG")
-
 
 # ----------------------------------------------------------------------------------------------
 # child: run the CLI with the tracer of soak_trace.py installed
@@ -202,6 +127,7 @@ class Launch:
     what: str
     seconds: float
     stderr: str = ""
+    window: bool = False  # died between a commit's vector merge and its items merge
 
 
 def child_env(workdir: Path) -> dict[str, str]:
@@ -220,14 +146,21 @@ def ingest_args(ws: Workspace, store: Path, flow: bool = False) -> list[str]:
     return args if flow else [*args, "--local"]
 
 
+def command_args(ws: Workspace, scenario: str, store: Path, flow: bool = False) -> list[str]:
+    """The command line of a scenario: an ingest (``fresh``, ``incremental``) or another target."""
+    if scenario in TARGETS:
+        return soak_targets.command(scenario, store, ws.clip2, ws.restore_to, ws.batch_size)
+    return ingest_args(ws, store, flow)
+
+
 def start_child(ws: Workspace, store: Path, trace: Path, flow: bool = False, die_at: str = "",
-                die_when: str = "during", die_ms: float = 0.0) -> subprocess.Popen[str]:
+                die_when: str = "during", die_ms: float = 0.0, scenario: str = "fresh") -> subprocess.Popen[str]:
     trace.unlink(missing_ok=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "child", "--trace", str(trace),
            "--flush-rows", str(ws.flush_rows)]
     if die_at:
         cmd += ["--die-at", die_at, "--die-when", die_when, "--die-ms", f"{die_ms:.1f}"]
-    cmd += ["--", *ingest_args(ws, store, flow)]
+    cmd += ["--", *command_args(ws, scenario, store, flow)]
     env = child_env(ws.root)
     if not ws.canary:
         env["OMNIVEC_CANARY_SAMPLE"] = "0"
@@ -253,41 +186,51 @@ def finish_child(proc: subprocess.Popen[str], trace: Path, t0: float, point: str
     cat, what = in_flight(tr, finished=not killed)
     if not killed and proc.returncode != 0:
         cat, what = "failed", f"exit {proc.returncode}"
-    return Launch(proc.returncode, killed, tr, point, cat, what, time.monotonic() - t0, err[-2000:])
+    return Launch(proc.returncode, killed, tr, point, cat, what, time.monotonic() - t0, err[-2000:],
+                  killed and tr.ghost_window)
 
 
-def start_aimed(ws: Workspace, store: Path, trace: Path, aim: str,
-                flow: bool = False) -> tuple[subprocess.Popen[str], str]:
-    """Start an ingest that kills itself at ``aim``: ``kind:table#k[@after|@during+MS]`` (the k-th
-    write of that kind on that table; during it, MS ms after it starts, or right after it)."""
+def start_aimed(ws: Workspace, store: Path, trace: Path, aim: str, flow: bool = False,
+                scenario: str = "fresh") -> tuple[subprocess.Popen[str], str]:
+    """Start a run that kills itself at ``aim``: ``kind:table#k[@after|@during+MS]`` (the k-th
+    write of that kind on a table whose name starts with ``table``; during it, MS ms after it starts,
+    or right after it). ``merge:vectors#k@after`` dies between a commit's vector and items merges."""
     target, _, how = aim.partition("@")
     when, _, after_ms = (how or "during+0").partition("+")
-    proc = start_child(ws, store, trace, flow, target, when, float(after_ms or 0))
+    proc = start_child(ws, store, trace, flow, target, when, float(after_ms or 0), scenario)
     return proc, f"{target} {when}" + (f" +{after_ms or 0}ms" if when == "during" else "")
 
 
 def run_killed(ws: Workspace, store: Path, trace: Path, rng: random.Random, flow: bool = False,
-               aim: str = "", scenario: str = "fresh", done: int = 0) -> Launch:
-    """One ingest killed at a random moment: timed, or aimed at a store write (``aim``: a given one,
-    ``kind:table#k[@after|@during+MS]``). Write numbers are drawn from the clean run of the same
-    scenario (less the ``done`` writes of earlier kills on this store, plus the writes every run makes),
-    delays from the span of its writes (for the flow: of the clean flow run's)."""
+               aim: str = "", scenario: str = "fresh", done: int = 0, merged: int = 0) -> Launch:
+    """One run of a scenario's command killed at a random moment: timed, aimed at a store write (``aim``:
+    a given one, ``kind:table#k[@after|@during+MS]``), or for an ingest, right after a commit's vector
+    merge. Write numbers are drawn from the clean run of the same scenario (less the ``done`` writes of
+    earlier kills on this store, plus the writes every run makes), vector merges likewise (less the
+    ``merged`` ones of earlier kills), delays from the span of its writes (for the flow: of the clean
+    flow run's)."""
     ref = ws.ref_by.get(scenario, Trace())
     span = (ws.ref_flow if flow else ref).work_seconds
     t0 = time.monotonic()
     if aim:
-        proc, point = start_aimed(ws, store, trace, aim, flow)
+        proc, point = start_aimed(ws, store, trace, aim, flow, scenario)
         return finish_child(proc, trace, t0, point)
-    if rng.random() < 0.5 and ref.ops:
+    draw = rng.random()
+    merges = len(vector_merges(ref))
+    if draw < 0.2 and scenario not in TARGETS and merges:  # between a commit's vector and items merges
+        k = rng.randint(1, max(1, merges - merged))
+        proc, point = start_aimed(ws, store, trace, f"merge:vectors#{k}@after", flow, scenario)
+        return finish_child(proc, trace, t0, point)
+    if draw < 0.6 and ref.ops:
         n = rng.randint(1, min(len(ref.ops), max(8, len(ref.ops) - done + 12)))
         when = rng.choice(("during", "during", "after"))
         op = ref.ops[n - 1]
         ms = rng.uniform(0, max(1.0, 1000 * ((op.end or op.begin) - op.begin))) if when == "during" else 0.0
         point = f"write #{n} {when}" + (f" +{ms:.0f}ms" if when == "during" else "")
-        proc = start_child(ws, store, trace, flow, str(n), when, ms)
+        proc = start_child(ws, store, trace, flow, str(n), when, ms, scenario)
         return finish_child(proc, trace, t0, point)
     delay = rng.uniform(0, span)
-    proc = start_child(ws, store, trace, flow)
+    proc = start_child(ws, store, trace, flow, scenario=scenario)
     point = f"t+{delay:.2f}s"
     while proc.poll() is None:  # the clock starts at the run's first store write (start-up time varies a lot)
         if read_trace(trace).first_write is not None:
@@ -299,69 +242,9 @@ def run_killed(ws: Workspace, store: Path, trace: Path, rng: random.Random, flow
     return finish_child(proc, trace, t0, point)
 
 
-# ----------------------------------------------------------------------------------------------
-# checks (of the store: soak_compare.py; here, the settings and the search check)
-# ----------------------------------------------------------------------------------------------
-
-
-def settings_for(ws: Workspace, store: Path) -> Any:
-    """The settings the soaked command line amounts to (for runs and searches in this process)."""
-    from omnivec.config import load_settings
-
-    clap = {"model": str(ws.clap)} if ws.clap else {"enabled": False}
-    spaces = {"clip": {"model": f"local-dir:{ws.clip}"}, "clap": clap, "text": {"enabled": False}}
-    return load_settings(overrides={"store": str(store), "spaces": spaces, "batch_size": ws.batch_size,
-                                    "workers": 2, **({} if ws.canary else {"canary_sample": 0})}, env={})
-
-
-def ingest_here(ws: Workspace, store: Path) -> Any:
-    """The same ingest as the command line's, in this process (no trace, one commit per 4096 rows)."""
-    from omnivec.pipeline.run import ingest
-
-    return ingest([str(ws.corpus)], settings_for(ws, store))
-
-
-def search_lists(ws: Workspace, store: Path) -> dict[str, list[tuple[str, float]]]:
-    """The ranked lists a hybrid search fuses (cosine top-k and BM25 top-k per space), after checking
-    that the fused search, and a search as of the last run's tag, work."""
-    from omnivec.query import encode_query, search, search_text_index, search_vector
-    from omnivec.store import Store
-
-    s, st = settings_for(ws, store), Store(str(store))
-    search(QUERY, k=10, hybrid=True, settings=s)
-    runs = sorted(st.read("runs", ["run_name", "ended_at"]).to_pylist(), key=lambda r: r["ended_at"])
-    search(QUERY, k=5, as_of=runs[-1]["run_name"], settings=s)
-    out = {}
-    for space in ("clip", "clap") if ws.clap else ("clip",):
-        vec, _ = encode_query(st, space, s, QUERY, None, None)
-        out[space] = [(h.uri, round(h.score, 6)) for h in search_vector(st, space, vec, k=10)]
-        out[f"fts:{space}"] = [(h.uri, round(h.score, 4)) for h in search_text_index(st, space, QUERY, k=10)]
-    return out
-
-
-def same_ranking(a: list[tuple[str, float]], b: list[tuple[str, float]]) -> bool:
-    """Equal up to the order among equal scores and, at the cut, which of the tied hits are kept.
-    Ties are ordered by where rows lie in the table's files, which differs between a store that a
-    resumed run wrote and a clean one (as it does after compaction); scores and everything above the
-    lowest score must agree."""
-    if [x for _, x in a] != [x for _, x in b]:
-        return False
-    low = a[-1][1] if a else None
-    above_a = Counter((u, x) for u, x in a if x != low)
-    above_b = Counter((u, x) for u, x in b if x != low)
-    return above_a == above_b
-
-
-def check(ws: Workspace, got: Path, want: Path) -> list[str]:
-    problems = invariants(got) + compare(got, want)
-    try:
-        mine, clean = search_lists(ws, got), search_lists(ws, want)
-        for name in sorted(clean):
-            if not same_ranking(mine.get(name, []), clean[name]):
-                problems.append(f"search {QUERY!r} in {name} ranks other hits than on the clean store")
-    except Exception as exc:  # noqa: BLE001
-        problems.append(f"search fails: {type(exc).__name__}: {str(exc)[:160]}")
-    return problems
+def vector_merges(trace: Trace) -> list[Any]:
+    """The vector merges a run finished."""
+    return [o for o in trace.ops if o.kind == "merge" and o.table.startswith("vectors_") and o.end is not None]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -376,6 +259,9 @@ class Workspace:
     clip: Path
     clap: Path | None
     base: Path  # a store that ingested version 1 of the corpus
+    clip2: Path | None = None  # the model a reembed moves the clip space to
+    other: Path | None = None  # a folder that is not the corpus (the next writer after a kill ingests it)
+    restore_to: str = ""  # the run a restore goes back to (the base store's)
     clean: dict[str, Path] = field(default_factory=dict)  # scenario -> reference store
     ref_by: dict[str, Trace] = field(default_factory=dict)
     ref_flow: Trace = field(default_factory=Trace)
@@ -385,10 +271,8 @@ class Workspace:
     changes: list[str] = field(default_factory=list)
 
 
-def prepare(root: Path, notes: int = 60, batch_size: int = 1, flush_rows: int = 48, audio: bool = True,
-            clip: Path | None = None, clap: Path | None = None, flow: bool = False, canary: bool = False,
-            log: Callable[[str], None] = print) -> Workspace:
-    """Models, corpus v1, the base store (v1 ingested), corpus v2 and the clean reference stores."""
+def _workspace(root: Path, notes: int, audio: bool, clip: Path | None, clap: Path | None, **kw: Any) -> Workspace:
+    """Models (clip, a second clip for reembeds, clap), corpus v1 and a folder that is not the corpus."""
     from omnivec.testing import make_tiny_clap, make_tiny_open_clip
 
     root.mkdir(parents=True, exist_ok=True)
@@ -396,13 +280,24 @@ def prepare(root: Path, notes: int = 60, batch_size: int = 1, flush_rows: int = 
     if audio:
         clap = clap or make_tiny_clap(root / "models" / "clap")
     corpus = build_corpus(root / "corpus", notes, audio)
-    ws = Workspace(root, corpus, clip, clap if audio else None, root / "base", batch_size=batch_size,
-                   flush_rows=flush_rows, canary=canary)
+    other = root / "other"
+    other.mkdir(exist_ok=True)
+    (other / "elsewhere.txt").write_text("a note kept in another folder")
+    return Workspace(root, corpus, clip, clap if audio else None, root / "base",
+                     make_tiny_open_clip(root / "models" / "clip2", seed=1), other, **kw)
+
+
+def prepare(root: Path, notes: int = 60, batch_size: int = 1, flush_rows: int = 48, audio: bool = True,
+            clip: Path | None = None, clap: Path | None = None, flow: bool = False, canary: bool = False,
+            log: Callable[[str], None] = print, targets: tuple[str, ...] = TARGETS) -> Workspace:
+    """Models, corpus v1, the base store (v1 ingested), corpus v2 and the clean reference stores (of
+    the ingests, and of ``targets`` run on their starting stores)."""
+    ws = _workspace(root, notes, audio, clip, clap, batch_size=batch_size, flush_rows=flush_rows, canary=canary)
     log("ingesting corpus version 1 into the base store ...")
     done = finish_child(start_child(ws, ws.base, root / "base.trace"), root / "base.trace", time.monotonic(), "")
     if done.rc != 0:
         raise RuntimeError(f"the base run failed: {done.stderr}")
-    ws.changes = mutate_corpus(corpus)
+    ws.changes = mutate_corpus(ws.corpus)
     for scenario in ("fresh", "incremental"):
         store = root / f"clean-{scenario}"
         if scenario == "incremental":
@@ -426,6 +321,18 @@ def prepare(root: Path, notes: int = 60, batch_size: int = 1, flush_rows: int = 
         problems = compare(store, ws.clean["fresh"])
         if problems:
             raise RuntimeError(f"a clean flow run differs from a clean local run: {problems}")
+    ws.restore_to = soak_targets.first_run(ws.base)
+    for target in targets:
+        store, trace = root / f"clean-{target}", root / f"clean-{target}.trace"
+        start_store(ws, target, store)
+        log(f"clean run ({target}) ...")
+        done = finish_child(start_child(ws, store, trace, scenario=target), trace, time.monotonic(), "")
+        if done.rc != 0:
+            raise RuntimeError(f"the clean {target} run failed: {done.stderr}")
+        ws.clean[target] = store
+        ws.ref_by[target] = done.trace
+        log(f"  {len(done.trace.ops)} store writes over {done.trace.work_seconds:.1f} s "
+            f"({done.seconds:.1f} s with start-up)")
     for scenario, store in ws.clean.items():
         bad = invariants(store)
         if bad:
@@ -433,19 +340,32 @@ def prepare(root: Path, notes: int = 60, batch_size: int = 1, flush_rows: int = 
     return ws
 
 
-def prepare_here(root: Path, clip: Path, clap: Path | None, notes: int = 10, flush_rows: int = 48) -> Workspace:
+def prepare_here(root: Path, clip: Path, clap: Path | None, notes: int = 10, flush_rows: int = 48,
+                 targets: tuple[str, ...] = TARGETS) -> Workspace:
     """A smaller workspace whose base and clean stores are written in this process (for the tests:
     no traces, so kills must be aimed)."""
-    corpus = build_corpus(root / "corpus", notes, audio=clap is not None)
-    ws = Workspace(root, corpus, clip, clap, root / "base", flush_rows=flush_rows)
+    ws = _workspace(root, notes, clap is not None, clip, clap, flush_rows=flush_rows)
     ingest_here(ws, ws.base)
-    ws.changes = mutate_corpus(corpus)
+    ws.changes = mutate_corpus(ws.corpus)
     ws.clean["fresh"] = root / "clean-fresh"
     ws.clean["incremental"] = root / "clean-incremental"
     shutil.copytree(ws.base, ws.clean["incremental"])
-    for store in ws.clean.values():
+    for store in list(ws.clean.values()):
         ingest_here(ws, store)
+    ws.restore_to = soak_targets.first_run(ws.base)
+    for target in targets:
+        ws.clean[target] = root / f"clean-{target}"
+        start_store(ws, target, ws.clean[target])
+        run_here(ws, target, ws.clean[target])
     return ws
+
+
+def run_here(ws: Workspace, scenario: str, store: Path) -> None:
+    """A scenario's command run to completion in this process (no trace)."""
+    if scenario in TARGETS:
+        soak_targets.run_here(scenario, store, settings_for(ws, store), ws.clip2, ws.restore_to)
+    else:
+        ingest_here(ws, store)
 
 
 @dataclass
@@ -459,14 +379,19 @@ class Trial:
 
 
 def start_store(ws: Workspace, scenario: str, store: Path) -> None:
+    """The store a scenario starts from: none (fresh), the base store (incremental), or the clean
+    store of an ingest (maintain, reembed, restore)."""
     shutil.rmtree(store, ignore_errors=True)
     if scenario == "incremental":
         shutil.copytree(ws.base, store)
+    elif scenario in TARGETS:
+        shutil.copytree(ws.clean[soak_targets.START[scenario]], store)
 
 
 def run_trial(ws: Workspace, number: int, rng: random.Random, kills: int, flow: bool, scenario: str,
               aims: list[str] | None = None) -> Trial:
-    """Kill ``kills`` ingests on one store (each at a random moment, or at ``aims``), finish, check."""
+    """Kill ``kills`` runs of a scenario's command on one store (each at a random moment, or at
+    ``aims``), finish, check."""
     store = ws.root / "trials" / f"t{number:03d}"
     store.parent.mkdir(parents=True, exist_ok=True)
     start_store(ws, scenario, store)
@@ -474,19 +399,22 @@ def run_trial(ws: Workspace, number: int, rng: random.Random, kills: int, flow: 
     trace = ws.root / "trials" / f"t{number:03d}.trace"
     for k in range(len(aims) if aims else kills):
         done = sum(len([o for o in x.trace.ops if o.end is not None]) for x in trial.kills)
-        launch = run_killed(ws, store, trace, rng, flow, aims[k] if aims else "", scenario, done)
+        merged = sum(len(vector_merges(x.trace)) for x in trial.kills)
+        launch = run_killed(ws, store, trace, rng, flow, aims[k] if aims else "", scenario, done, merged)
         trial.kills.append(launch)
         if launch.category in ("failed", "hung"):
             trial.problems.append(f"a run after a kill {launch.what}: {launch.stderr.strip()[-300:]}")
             return trial
+        if scenario not in TARGETS:
+            trial.problems += check_killed(ws, store, launch, rng)
         if launch.category == "finished":
             break
-    final = finish_child(start_child(ws, store, trace), trace, time.monotonic(), "")
+    final = finish_child(start_child(ws, store, trace, scenario=scenario), trace, time.monotonic(), "")
     trial.final = final
     if final.rc != 0:
         trial.problems.append(f"the run after the kills failed (exit {final.rc}): {final.stderr.strip()[-400:]}")
         return trial
-    trial.problems += check(ws, store, ws.clean[scenario])
+    trial.problems += check(ws, store, ws.clean[scenario], scenario)
     return trial
 
 
@@ -495,7 +423,7 @@ def _fmt_row(cols: list[str], widths: list[int]) -> str:
 
 
 HEADER = ["trial", "path", "start", "kill", "kill point", "in flight when killed", "writes", "result"]
-WIDTHS = [5, 5, 11, 4, 22, 46, 6, 0]
+WIDTHS = [5, 5, 11, 4, 32, 46, 6, 0]
 
 
 def print_trial(t: Trial, out: Callable[[str], None] = print) -> None:
@@ -516,9 +444,24 @@ def summary(trials: list[Trial], seconds: float) -> str:
     cats = Counter(k.category for k in kills)
     bad = [t for t in trials if t.problems]
     parts = ", ".join(f"{n} {c}" for c, n in sorted(cats.items()))
+    window = sum(k.window for t in trials if t.scenario not in TARGETS for k in t.kills)  # (a reembed has no items)
+    targets = Counter(t.scenario if t.scenario in TARGETS else "ingest" for t in trials)
+    what = ", ".join(f"{n} {t}" for t, n in sorted(targets.items()))
     verdict = "OK" if not bad else f"FAILED (trials {', '.join(str(t.number) for t in bad)})"
-    return (f"crash soak: {len(trials)} trials, {len(kills)} kills ({parts}), {len(bad)} mismatched "
-            f"in {seconds:.0f} s: {verdict}")
+    return (f"crash soak: {len(trials)} trials ({what}), {len(kills)} kills ({parts}; {window} between vectors "
+            f"and items), {len(bad)} mismatched in {seconds:.0f} s: {verdict}")
+
+
+def schedule(trials: int, flow_trials: int, other_trials: int, others: tuple[str, ...]) -> dict[int, str]:
+    """trial number -> scenario: the flow trials first (ingests), ``other_trials`` of the rest spread
+    evenly from the last one back and taking ``others`` in turn, the remaining ones ingests into an
+    empty store (odd numbers) or the base store (even)."""
+    plan = {i: "incremental" if i % 2 == 0 else "fresh" for i in range(1, trials + 1)}
+    rest = list(range(flow_trials + 1, trials + 1))
+    n = min(other_trials, len(rest))
+    for j in range(n):
+        plan[rest[len(rest) - 1 - (j * len(rest)) // n]] = others[j % len(others)]
+    return plan
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -535,14 +478,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--flush-rows", type=int, default=48, help="rows buffered per commit in the killed runs")
     ap.add_argument("--no-audio", action="store_true", help="leave out the audio space (clap) and files")
+    ap.add_argument("--other-trials", type=int, default=6,
+                    help="of the trials, how many kill another command than ingest (spread over the soak)")
+    ap.add_argument("--other", default=",".join(TARGETS),
+                    help=f"those commands, in turn (of: {', '.join(TARGETS)})")
     ap.add_argument("--aim", action="append", default=[], metavar="KIND:TABLE#K[@after|@during+MS]",
-                    help="a kill point for one trial each, before the random ones (e.g. merge:items#1@during+0)")
+                    help="a kill point for one trial each, before the random ones (e.g. merge:items#1@during+0; "
+                         "merge:vectors#1@after: between a commit's vector and items merges)")
     ap.add_argument("--canary", action="store_true",
                     help="keep the drift canary on in the soaked runs (read-only, a few seconds per run)")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     a = ap.parse_args(argv)
+    logging.getLogger("omnivec").setLevel(logging.ERROR)  # the next writers run here say what they removed
+    others = tuple(t for t in a.other.split(",") if t)
+    if any(t not in TARGETS for t in others) or (a.other_trials and not others):
+        ap.error(f"--other takes a comma-separated list of: {', '.join(TARGETS)}")
+    plan = schedule(a.trials, a.flow_trials, a.other_trials, others)
     seed = a.seed if a.seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
     root = a.workdir or Path(tempfile.mkdtemp(prefix="omnivec-soak-"))
@@ -550,13 +503,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"crash soak: seed {seed}, work folder {root}", flush=True)
     try:
         ws = prepare(root, a.notes, a.batch_size, a.flush_rows, not a.no_audio, flow=a.flow_trials > 0,
-                     canary=a.canary, log=lambda m: print(m, flush=True))
+                     canary=a.canary, log=lambda m: print(m, flush=True),
+                     targets=tuple(t for t in others if t in plan.values()))
         print(f"corpus v2 vs v1: {'; '.join(ws.changes)}", flush=True)
         print(_fmt_row(HEADER, WIDTHS), flush=True)
         trials = []
         for i in range(1, a.trials + 1):
             flow = i <= a.flow_trials
-            scenario = "incremental" if i % 2 == 0 else "fresh"
+            scenario = plan[i]
             aims = [a.aim[i - 1]] if i <= len(a.aim) else None
             trial = run_trial(ws, i, rng, rng.randint(1, a.kills), flow, scenario, aims)
             trials.append(trial)

@@ -3,18 +3,24 @@
 ``compare`` lists the differences between a soaked store and the reference store (rows, vectors bit
 for bit, schemas, full-text index); ``invariants`` lists what is wrong with a store on its own
 (duplicate keys, unreadable tables or tags, errors that do not match the items, vectors without
-readable content, runs without their tags). Used by ``benchmarks/crash_soak.py``.
+readable content, runs without their tags); ``check`` adds the searches and what a target's run must
+leave (soak_targets.py), ``check_killed`` what must hold right after a killed ingest. Used by
+``benchmarks/crash_soak.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import random
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import soak_targets
 from soak_trace import _short
+
+QUERY = "a red circle"
 
 KEYS = {"items": "item_id", "errors": "error_id", "spaces": "space_id", "runs": "run_id", "assets": "asset_id"}
 VOLATILE = {"run_id", "first_run", "last_run", "created_at", "updated_at", "default_since", "started_at",
@@ -239,3 +245,92 @@ def _errors_consistent(latest: dict[str, list[dict[str, Any]]]) -> list[str]:
         if lacking:
             out.append(f"{_short(table)}: {len(lacking)} ok items have no vectors (e.g. {lacking[0]})")
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# with the soak's settings: searches, and the checks of a trial's store
+# ----------------------------------------------------------------------------------------------
+
+
+def settings_for(ws: Any, store: Path) -> Any:
+    """The settings the soaked command line amounts to (for runs and searches in this process)."""
+    from omnivec.config import load_settings
+
+    clap = {"model": str(ws.clap)} if ws.clap else {"enabled": False}
+    spaces = {"clip": {"model": f"local-dir:{ws.clip}"}, "clap": clap, "text": {"enabled": False}}
+    return load_settings(overrides={"store": str(store), "spaces": spaces, "batch_size": ws.batch_size,
+                                    "workers": 2, **({} if ws.canary else {"canary_sample": 0})}, env={})
+
+
+def ingest_here(ws: Any, store: Path) -> Any:
+    """The same ingest as the command line's, in this process (no trace, one commit per 4096 rows)."""
+    from omnivec.pipeline.run import ingest
+
+    return ingest([str(ws.corpus)], settings_for(ws, store))
+
+
+def search_lists(ws: Any, store: Path) -> dict[str, list[tuple[str, float]]]:
+    """The ranked lists a hybrid search fuses (cosine top-k and BM25 top-k per space), after checking
+    that the fused search, and a search as of the last run's tag, work."""
+    from omnivec.query import encode_query, search, search_text_index, search_vector
+    from omnivec.store import Store
+
+    s, st = settings_for(ws, store), Store(str(store))
+    search(QUERY, k=10, hybrid=True, settings=s)
+    runs = sorted(st.read("runs", ["run_name", "ended_at"]).to_pylist(), key=lambda r: r["ended_at"])
+    search(QUERY, k=5, as_of=runs[-1]["run_name"], settings=s)
+    out = {}
+    for space in ("clip", "clap") if ws.clap else ("clip",):
+        vec, _ = encode_query(st, space, s, QUERY, None, None)
+        out[space] = [(h.uri, round(h.score, 6)) for h in search_vector(st, space, vec, k=10)]
+        out[f"fts:{space}"] = [(h.uri, round(h.score, 4)) for h in search_text_index(st, space, QUERY, k=10)]
+    return out
+
+
+def same_ranking(a: list[tuple[str, float]], b: list[tuple[str, float]]) -> bool:
+    """Equal up to the order among equal scores and, at the cut, which of the tied hits are kept.
+    Ties are ordered by where rows lie in the table's files, which differs between a store that a
+    resumed run wrote and a clean one (as it does after compaction); scores and everything above the
+    lowest score must agree."""
+    if [x for _, x in a] != [x for _, x in b]:
+        return False
+    low = a[-1][1] if a else None
+    above_a = Counter((u, x) for u, x in a if x != low)
+    above_b = Counter((u, x) for u, x in b if x != low)
+    return above_a == above_b
+
+
+def check(ws: Any, got: Path, want: Path, scenario: str = "fresh") -> list[str]:
+    """What is wrong with a store that a killed and then finished run of ``scenario`` left, against
+    the store a clean run of it left (see soak_targets.py for maintain, reembed and restore)."""
+    problems = invariants(got) + compare(got, want)
+    if scenario == "maintain":
+        problems += soak_targets.same_indices(got, want)
+    if scenario == "restore":
+        problems += soak_targets.equal_to_tag(got, ws.restore_to)
+    try:
+        mine, clean = search_lists(ws, got), search_lists(ws, want)
+        for name in sorted(clean):
+            if not same_ranking(mine.get(name, []), clean[name]):
+                problems.append(f"search {QUERY!r} in {name} ranks other hits than on the clean store")
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"search fails: {type(exc).__name__}: {str(exc)[:160]}")
+    return problems
+
+
+def check_killed(ws: Any, store: Path, launch: Any, rng: random.Random) -> list[str]:
+    """Right after a killed ingest, before any recovery: no search hit without its `items` row; and
+    after a kill between vectors and items, the next writer (another folder's ingest, or maintain,
+    on a copy) leaves no vector row that no `items` row covers."""
+    if not launch.killed:
+        return []
+    how = rng.choice(("ingest", "maintain")) if launch.window else ""
+    step = "reading the killed store"
+    try:
+        problems = soak_targets.ghost_hits(store, settings_for(ws, store), QUERY)
+        if how:
+            step = f"the next writer ({how})"
+            problems += soak_targets.next_writer_cleans(store, lambda p: settings_for(ws, p), ws.other, how)
+    except Exception as exc:  # noqa: BLE001 - reading the killed store, or the next writer, failed
+        problems = [f"{step} fails: {type(exc).__name__}: {str(exc)[:200]}"]
+    return [f"after kill ({launch.point}): {p}" for p in problems]

@@ -35,6 +35,7 @@ class Tracer:
         self.seq = 0
         self.matched = Counter[str]()
         self.lock = threading.Lock()
+        self.inside = threading.local()  # how many traced writes this thread is in
         self.die_at, self.die_when, self.die_ms = die_at, die_when, die_ms
 
     def emit(self, line: str) -> None:
@@ -63,6 +64,10 @@ class Tracer:
             return self.matched[want] == int(k or 1)
         return False
 
+    @property
+    def depth(self) -> int:
+        return getattr(self.inside, "depth", 0)
+
     @contextlib.contextmanager
     def op(self, kind: str, table: str) -> Iterator[None]:
         with self.lock:
@@ -72,7 +77,11 @@ class Tracer:
         self.emit(f"B {n} {self.now()} {kind} {table}")
         if aimed and self.die_when == "during":
             threading.Thread(target=self._die_after, args=(self.die_ms / 1000,), daemon=True).start()
-        yield
+        self.inside.depth = self.depth + 1
+        try:
+            yield
+        finally:
+            self.inside.depth -= 1
         if aimed and self.die_when == "during":
             # a write shorter than the delay waits here for the kill: it dies at the write's last
             # instant, never after it (a short write could otherwise end before the killer runs)
@@ -98,6 +107,7 @@ def _wrap(owner: Any, name: str, make: Callable[[Callable[..., Any]], Callable[.
 def install_tracer(tracer: Tracer, flush_rows: int = 0) -> None:
     """Trace every store write (and the phases of a run) of this process."""
     import lancedb.table
+    from lance.dataset import DatasetOptimizer, LanceDataset  # (lance.dataset is also a function)
 
     import omnivec.pipeline.run as run
     from omnivec.pipeline.commit import Committer
@@ -127,10 +137,15 @@ def install_tracer(tracer: Tracer, flush_rows: int = 0) -> None:
             return traced
         return make
 
-    def table_op(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def table_op(kind: str, outer: bool = False,
+                 name: Callable[[Any], str] = lambda t: t.name) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """A write on a table object; ``outer``: only when no traced write is under way in this thread
+        (a table's delete inside a merge is part of that merge)."""
         def make(fn: Callable[..., Any]) -> Callable[..., Any]:
             def traced(self: Any, *a: Any, **kw: Any) -> Any:
-                with tracer.op(kind, self.name):
+                if outer and tracer.depth:
+                    return fn(self, *a, **kw)
+                with tracer.op(kind, name(self)):
                     return fn(self, *a, **kw)
             return traced
         return make
@@ -147,12 +162,18 @@ def install_tracer(tracer: Tracer, flush_rows: int = 0) -> None:
     _wrap(Store, "ensure", ensure)
     _wrap(lancedb.table.LanceTable, "set_unenforced_primary_key", table_op("set-key"))
     _wrap(lancedb.table.Tags, "create", tag)
+    # restore and maintain write through the table and dataset objects themselves
+    _wrap(lancedb.table.LanceTable, "restore", table_op("restore"))
+    _wrap(lancedb.table.LanceTable, "delete", table_op("delete", outer=True))
+    _wrap(lancedb.table.LanceTable, "create_index", table_op("index", outer=True))
+    of_dataset: Callable[[Any], str] = lambda o: _name(o._dataset)  # noqa: E731
+    _wrap(DatasetOptimizer, "compact_files", table_op("compact", name=of_dataset))
+    _wrap(DatasetOptimizer, "optimize_indices", table_op("optimize-index", outer=True, name=of_dataset))
+    _wrap(LanceDataset, "cleanup_old_versions", table_op("cleanup", name=_name))
     _wrap(Committer, "flush", phase("commit"))
     _wrap(Committer, "delete", phase("deletions"))
     for mod in _run_modules():
-        for fn_name, label in (("prepare", "plan"), ("finish", "finish"), ("update_assets", "assets"),
-                               ("check_drift", "canary"), ("record_run", "run-log+tags"),
-                               ("repair_run_tags", "repair")):
+        for fn_name, label in PHASES:
             if hasattr(mod, fn_name):
                 _wrap(mod, fn_name, phase(label))
     if flush_rows:
@@ -166,10 +187,26 @@ def install_tracer(tracer: Tracer, flush_rows: int = 0) -> None:
     del run
 
 
-def _run_modules() -> list[Any]:
-    import omnivec.pipeline.run as run
+# (function, phase) wrapped in every module of _run_modules that has it
+PHASES = (("prepare", "plan"), ("finish", "finish"), ("update_assets", "assets"), ("check_drift", "canary"),
+          ("record_run", "run-log+tags"), ("repair_run_tags", "repair"), ("plan_reembed", "plan"),
+          ("restore", "restore"), ("maintain_table", "upkeep"))
 
-    mods = [run]
+
+def _name(dataset: Any) -> str:
+    """vectors_clip_0123456789ab, from a dataset's uri (.../vectors_clip_0123456789ab.lance)"""
+    return os.path.basename(str(dataset.uri).rstrip("/")).removesuffix(".lance")
+
+
+def _run_modules() -> list[Any]:
+    """The modules whose steps are traced as phases, all imported before any is wrapped (a module that
+    imports a function by name after it was wrapped would trace it twice)."""
+    import omnivec.maintenance as maintenance
+    import omnivec.pipeline.reembed as reembed
+    import omnivec.pipeline.run as run
+    import omnivec.store.history as history
+
+    mods = [run, reembed, history, maintenance]
     if "tasks.ingest" in sys.modules:
         mods.append(sys.modules["tasks.ingest"])
     return mods
@@ -194,9 +231,10 @@ class Op:
 class Trace:
     ops: list[Op] = field(default_factory=list)
     phases: list[str] = field(default_factory=list)  # open at the end
-    started: float | None = None  # when planning began
+    started: float | None = None  # when the first phase began (an ingest's planning)
     last: float = 0.0
     self_killed: bool = False
+    commit_from: int = 0  # index in ops of the first write of the latest commit (flush)
 
     @property
     def open_op(self) -> Op | None:
@@ -205,6 +243,15 @@ class Trace:
     @property
     def first_write(self) -> float | None:
         return self.ops[0].begin if self.ops else None
+
+    @property
+    def ghost_window(self) -> bool:
+        """Whether the run died inside a commit after a vector merge and before its items merge ended:
+        vector rows that no `items` row covers yet."""
+        if "commit" not in self.phases:
+            return False
+        done = [o for o in self.ops[self.commit_from:] if o.end is not None and o.kind == "merge"]
+        return any(o.table.startswith("vectors_") for o in done) and not any(o.table == "items" for o in done)
 
     @property
     def work_seconds(self) -> float:
@@ -232,8 +279,10 @@ def read_trace(path: Path) -> Trace:
         if tag == "P+" and len(parts) >= 3:
             name = parts[2]
             tr.phases.append(name)
-            if name == "plan" and tr.started is None:
+            if tr.started is None:
                 tr.started = t
+            if name == "commit":
+                tr.commit_from = len(tr.ops)
         elif tag == "P-" and len(parts) >= 3 and parts[2] in tr.phases:
             del tr.phases[len(tr.phases) - 1 - tr.phases[::-1].index(parts[2])]
         elif tag == "B" and len(parts) >= 5:

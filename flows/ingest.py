@@ -63,7 +63,7 @@ def ingest_flow(sources: list[str], settings: dict[str, Any] | None = None,
         s = resolve_spaces(s, Store(s.store, create=True))
         ctx = new_run(s, sources, run_name=flow_run.get_name() or None)
         discovery, states, plan = plan_task(ctx, retry_errors)
-        committer = Committer(Store(s.store, create=True), tables_of(states))
+        committer = Committer(Store(s.store, create=True), tables_of(states), commit_every_s=s.commit_every_s)
         total = plan.total_work
         progress_id = cast(UUID, create_progress_artifact(0.0, key="ingest-progress",  # sync here
                                                           description=f"{total} files to read"))

@@ -21,7 +21,14 @@ from flows.ingest import PROGRESS_EVERY_S
 from flows.runners import as_is, runner_from_env, task_runner_for
 from omnivec.config import Settings, load_settings
 from omnivec.pipeline.commit import Committer
-from omnivec.pipeline.reembed import ReembedPlan, plan_reembed, reembed_batches, summary, target_settings
+from omnivec.pipeline.reembed import (
+    ReembedPlan,
+    drop_changed,
+    plan_reembed,
+    reembed_batches,
+    summary,
+    target_settings,
+)
 from omnivec.pipeline.run import new_run
 from omnivec.progress import reporter
 from omnivec.store.history import record_run
@@ -69,17 +76,19 @@ def reembed_flow(space: str, model: str, pretrained: str | None = None,
         try:
             for modality, number, items in reembed_batches(plan, target.space_batch_size(space)):
                 task_ = embed_batch_task.with_options(task_run_name=f"embed-{modality}-{number:04d}")
-                window.append(task_.submit(as_is(items), as_is(target), as_is({space: plan.target}), ctx.run_id))
+                window.append((task_.submit(as_is(items), as_is(target), as_is({space: plan.target}), ctx.run_id),
+                               items))
                 if len(window) > s.workers:
-                    result = window.pop(0).result()
+                    fut, batch = window.pop(0)
+                    result = drop_changed(fut.result(), batch, space, ctx.run_id)
                     committer.add(result, flush=False)
                     done += commit_task(committer)
                     bar.advance(result.items.num_rows)
                     if time.monotonic() - shown >= PROGRESS_EVERY_S:  # each update is an API call
                         update_progress_artifact(progress_id, 100.0 * done / max(total, 1))
                         shown = time.monotonic()
-            for fut in window:
-                result = fut.result()
+            for fut, batch in window:
+                result = drop_changed(fut.result(), batch, space, ctx.run_id)
                 committer.add(result, flush=False)
                 done += commit_task(committer)
                 bar.advance(result.items.num_rows)

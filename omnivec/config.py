@@ -107,6 +107,9 @@ class Settings(BaseModel):
     decode_timeout_s: float = Field(
         default=60.0, ge=0, description="longest one file's read, its decode, or one audio window may take "
         "before the file becomes an errors row and its decoder is abandoned (0: no limit)")
+    commit_every_s: float = Field(
+        default=30.0, ge=0, description="longest time batch results wait in memory before they are committed "
+        "(besides every 4096 rows); a killed run loses at most this much work (0: commit after every batch)")
     max_query_audio_s: float = Field(
         default=600.0, gt=0, description="longest audio a query may be, in seconds; a longer file is refused "
         "(from its header, and while it is decoded when the header does not say or is wrong)")

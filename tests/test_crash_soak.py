@@ -1,8 +1,10 @@
-"""Crash safety: ingests SIGKILLed at chosen store writes, then run again, end as one clean run.
+"""Crash safety: writers SIGKILLed at chosen store writes, then run again, end as one clean run.
 
-Three trials of benchmarks/crash_soak.py (which runs 20+ at random moments), each aimed at a kill
-point that once left the store unlike a clean run: between the errors and the items of a commit,
-between dropping a vanished asset and dropping its fused vectors, and while tagging the run.
+Aimed trials of benchmarks/crash_soak.py (which runs 20+ at random moments): ingests killed at points
+that once left the store unlike a clean run (between the errors and the items of a commit, between
+dropping a vanished asset and dropping its fused vectors, while tagging the run), an ingest killed
+between a commit's vector merge and its items merge (no search hit, and after the next writer no
+vector row, without its `items` row), and a maintain, a reembed and a restore killed mid-way.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def _soak():  # type: ignore[no-untyped-def]
 
 
 soak = _soak()
+targets = sys.modules["soak_targets"]
 
 # (scenario, kill point): kind:table#k, during the write (0 ms in) or right after it
 AIMS = [
@@ -44,15 +47,32 @@ AIMS = [
 ]
 
 
-def test_killed_ingests_end_like_a_clean_run(tmp_path, tiny_clip_dir, tiny_clap_dir):
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory, tiny_clip_dir, tiny_clap_dir):  # type: ignore[no-untyped-def]
+    """Corpus, base store and clean stores of every scenario (ingests, maintain, reembed, restore)."""
+    return soak.prepare_here(tmp_path_factory.mktemp("soak"), tiny_clip_dir, tiny_clap_dir, notes=8)
+
+
+def _killed(ws, scenario: str, aim: str, name: str):  # type: ignore[no-untyped-def]
+    """A copy of the scenario's starting store, and the launch of its command killed at ``aim``."""
+    store, trace = ws.root / "killed" / name, ws.root / "killed" / f"{name}.trace"
+    store.parent.mkdir(exist_ok=True)
+    soak.start_store(ws, scenario, store)
+    proc, point = soak.start_aimed(ws, store, trace, aim, scenario=scenario)
+    launch = soak.finish_child(proc, trace, time.monotonic(), point, timeout=300)
+    assert launch.killed, (point, launch.what, launch.stderr)
+    assert launch.category == "mid-write" or point.endswith("after"), launch.what
+    return store, launch
+
+
+def test_killed_ingests_end_like_a_clean_run(ws):
     t0 = time.monotonic()
-    ws = soak.prepare_here(tmp_path / "soak", tiny_clip_dir, tiny_clap_dir, notes=8)
     for scenario, store in ws.clean.items():
         assert soak.invariants(store) == [], scenario
     # the killed runs start together (start-up dominates: imports and model loading)
     started = []
     for n, (scenario, aim) in enumerate(AIMS):
-        store, trace = tmp_path / f"killed-{n}", tmp_path / f"killed-{n}.trace"
+        store, trace = ws.root / f"killed-{n}", ws.root / f"killed-{n}.trace"
         soak.start_store(ws, scenario, store)
         proc, point = soak.start_aimed(ws, store, trace, aim)
         started.append((scenario, store, trace, proc, point))
@@ -64,6 +84,31 @@ def test_killed_ingests_end_like_a_clean_run(tmp_path, tiny_clip_dir, tiny_clap_
         ingest([str(ws.corpus)], soak.settings_for(ws, store))  # the next run finishes the job
         results.append((point, launch.what, soak.check(ws, store, ws.clean[scenario])))
     assert all(not problems for _, _, problems in results), results
+
+
+def test_an_ingest_killed_between_vectors_and_items_shows_and_leaves_no_uncommitted_rows(ws):
+    store, launch = _killed(ws, "incremental", "merge:vectors#1@after", "window")
+    assert launch.window and launch.what.startswith("commit: after merge vectors_"), launch.what
+    assert targets.uncommitted(store)  # the state under test: vector rows ahead of their items rows
+    assert targets.ghost_hits(store, soak.settings_for(ws, store), soak.QUERY) == []
+    for how in ("ingest", "maintain"):  # the next writer, whatever it is, removes them
+        assert targets.next_writer_cleans(store, lambda p: soak.settings_for(ws, p), ws.other, how) == [], how
+    ingest([str(ws.corpus)], soak.settings_for(ws, store))
+    assert soak.check(ws, store, ws.clean["incremental"]) == []
+
+
+@pytest.mark.parametrize(("target", "aim"), [
+    ("maintain", "index:vectors_clip#1@during+0"),  # compacted, the ANN index half built
+    ("reembed", "merge:vectors_clip#4@during+0"),  # three items in the new space, the fourth mid-merge
+    ("restore", "restore:items#1@after"),  # assets and errors restored, items and the rest not
+])
+def test_a_killed_command_run_again_ends_like_a_clean_run(ws, target, aim):
+    store, launch = _killed(ws, target, aim, target)
+    assert soak.check(ws, store, ws.clean[target], target)  # killed mid-way: not yet what a clean run leaves
+    soak.run_here(ws, target, store)  # the same command again, to completion
+    assert soak.check(ws, store, ws.clean[target], target) == []
+    if target == "restore":
+        assert targets.equal_to_tag(store, ws.restore_to) == []
 
 
 def test_a_table_whose_creation_was_killed_is_created_by_the_next_run(tmp_path, tiny_clip_dir):

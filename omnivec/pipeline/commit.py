@@ -1,5 +1,9 @@
 """The single writer: batch results are buffered and written in large keyed merges.
 
+A flush is due once ``flush_rows`` rows are buffered, or once anything is buffered and
+``commit_every_s`` seconds have passed since the last flush: a long run killed half way has committed
+all but its last few seconds of work.
+
 Order per flush: vectors (one merge per space, replacing the flushed items' old vectors in the
 same commit), then errors, then items; deletions go the same way. The `items` row is a file's commit
 point: until it is written (or deleted), the next run plans the file again from what the tables hold
@@ -9,6 +13,7 @@ its `items` row is not counted as a second attempt. A crash between steps is rep
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -29,11 +34,13 @@ def _chunks(ids: list[str], n: int = _CHUNK_IDS) -> Iterable[list[str]]:
 
 class Committer:
     def __init__(self, store: Store, tables: dict[str, str], flush_rows: int = 4096,
-                 write_items: bool = True) -> None:
+                 write_items: bool = True, commit_every_s: float = 30.0) -> None:
         self.store = store
         self.write_items = write_items  # a reembed adds vectors only; `items` stays the ingest's view
         self.tables = tables  # space name -> vector table of the identity this run writes
         self.flush_rows = flush_rows
+        self.commit_every_s = commit_every_s
+        self._last_flush = time.monotonic()
         self._pending: list[BatchResult] = []
         self._rows = 0
         self._staged_errors: pa.Table | None = None
@@ -47,8 +54,9 @@ class Committer:
 
     @property
     def due(self) -> bool:
-        """Whether enough rows are buffered for a flush."""
-        return self._rows >= self.flush_rows
+        """Whether a flush is due: enough rows buffered, or something buffered for long enough."""
+        return self._rows >= self.flush_rows or bool(self._pending) and \
+            time.monotonic() - self._last_flush >= self.commit_every_s
 
     def add(self, result: BatchResult, flush: bool = True) -> None:
         """Buffer a batch result; writes happen in :meth:`flush` (here once ``due``, unless ``flush``
@@ -73,6 +81,7 @@ class Committer:
             self.counts.setdefault(result.modality, Counter()).update(result.counts)
             self.seconds.setdefault(result.modality, Counter()).update(result.seconds)
         self._pending, self._rows, self._staged_errors = [], 0, None
+        self._last_flush = time.monotonic()
 
     def _write(self, results: list[BatchResult], errors: pa.Table) -> None:
         spaces = {s for r in results for s in r.replace}

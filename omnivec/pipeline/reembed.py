@@ -2,8 +2,9 @@
 
 Work comes from the `items` table (stored URIs), not from a walk. Items whose vectors the target
 space already holds for their current content are skipped, so a killed reembed continues where it
-stopped, without duplicates. Files that went missing become `errors` rows. The old space is left
-untouched and stays searchable.
+stopped, without duplicates. Files that went missing become `errors` rows, and so do files whose
+content changed since their ingest (:func:`drop_changed`). The old space is left untouched and stays
+searchable.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
 
 from omnivec.config import Settings
 from omnivec.errors import ConfigError, ModelUnavailableError
@@ -22,7 +25,13 @@ from omnivec.pipeline.spaces import SpaceState, load_spaces, register_spaces
 from omnivec.store.coverage import remove_uncommitted
 from omnivec.store.history import record_run
 from omnivec.store.lock import writer_lock
+from omnivec.store.schema import ERRORS
 from omnivec.store.store import Store
+
+if TYPE_CHECKING:
+    from omnivec.pipeline.batch import BatchResult
+
+CHANGED = "file changed since it was ingested; run `omnivec ingest` first"
 
 
 @dataclass(slots=True)
@@ -96,7 +105,8 @@ def reembed(settings: Settings, space: str, model: str, pretrained: str | None =
         progress.start(len(plan.work), f"reembed {space}")
         try:
             for _, _, items in reembed_batches(plan, target.space_batch_size(space)):
-                result = process_batch(items, target, {space: plan.target}, ctx.run_id)
+                result = drop_changed(process_batch(items, target, {space: plan.target}, ctx.run_id), items, space,
+                                      ctx.run_id)
                 committer.add(result)
                 committer.flush()  # every batch is durable: a kill loses at most the batch in flight
                 progress.advance(len(items))
@@ -107,6 +117,32 @@ def reembed(settings: Settings, space: str, model: str, pretrained: str | None =
             committer.store.promote(out["space_id"])
         record_run(committer.store, ctx.run_id, ctx.run_name, ctx.started_at, "reembed", [], out["counts"])
         return out | {"run_name": ctx.run_name, "promoted": promote}
+
+
+def drop_changed(result: BatchResult, work: list[WorkItem], space: str, run_id: str) -> BatchResult:
+    """Keep no vectors of a file whose content is not the one its `items` row holds (it changed since
+    its ingest): they would not match their item, whose row is the file's commit point. Such a file
+    gets an `errors` row instead (stage ``reembed``) and keeps the target space's vectors it had."""
+    read = {r["item_id"]: r for r in result.items.select(["item_id", "content_hash", "status"]).to_pylist()}
+    changed = [w for w in work if w.item_id in read and read[w.item_id]["status"] != "error"
+               and read[w.item_id]["content_hash"] != w.prev_hash]
+    if not changed:
+        return result
+    ids = {w.item_id for w in changed}
+    now = datetime.now(UTC)
+    rows = [{"error_id": f"{w.item_id}:{space}", "item_id": w.item_id, "uri": w.uri,
+             "content_hash": read[w.item_id]["content_hash"], "modality": w.modality, "space": space,
+             "stage": "reembed", "error_class": "FileChanged", "message": CHANGED, "attempts": 1,
+             "run_id": run_id, "created_at": now} for w in changed]
+    if space in result.vectors:
+        vectors = result.vectors[space]
+        keep = pa.array([i not in ids for i in vectors.column("item_id").to_pylist()], pa.bool_())
+        result.vectors[space] = vectors.filter(keep)
+    result.replace = {n: [i for i in v if i not in ids] for n, v in result.replace.items()}
+    result.errors = pa.concat_tables([result.errors, pa.Table.from_pylist(rows, schema=ERRORS)])
+    result.counts["reembed"] -= sum(1 for w in changed if w.kind == "reembed")
+    result.counts["failed"] += len(changed)
+    return result
 
 
 def summary(plan: ReembedPlan, committer: Any, seconds: float) -> dict[str, Any]:

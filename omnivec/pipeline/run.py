@@ -144,7 +144,8 @@ def ingest(sources: Sequence[str], settings: Settings, retry_errors: bool = Fals
         settings = resolve_spaces(settings, Store(settings.store, create=True))
         ctx = new_run(settings, sources, run_name)
         discovery, states, plan = prepare(ctx, retry_errors)
-        committer = Committer(Store(settings.store, create=True), tables_of(states))
+        committer = Committer(Store(settings.store, create=True), tables_of(states),
+                              commit_every_s=settings.commit_every_s)
         progress = reporter()
         progress.start(plan.total_work, "ingest")
         try:
