@@ -48,7 +48,7 @@ import pyarrow as pa  # noqa: E402
 SPACE = "bench"
 K = 10
 BATCH_ROWS = 100_000
-DATA_VERSION = 2  # bump when the generator changes: cached tables are then rebuilt
+DATA_VERSION = 3  # bump when the generator changes: cached tables are then rebuilt
 
 
 class Mixture:
@@ -176,7 +176,7 @@ def build(workdir: Path, data: Mixture, n: int, indexed: bool, t0: float) -> tup
     from omnivec.testing import commit_items
 
     folder = workdir / f"store-{data.key()}-r{n}-{'ann' if indexed else 'exact'}-v{DATA_VERSION}"
-    marker = folder / "built.json"
+    marker = workdir / f"{folder.name}.built.json"  # beside the store: a store folder holds only its tables
     if marker.exists():
         info = json.loads(marker.read_text())
         log(f"{n:,} rows: reusing {folder} (built in {info['write_s'] + info['maintain_s']:.0f} s)", t0)
