@@ -48,7 +48,7 @@ import pyarrow as pa  # noqa: E402
 SPACE = "bench"
 K = 10
 BATCH_ROWS = 100_000
-DATA_VERSION = 3  # bump when the generator changes: cached tables are then rebuilt
+DATA_VERSION = 4  # bump when the generator changes: cached tables are then rebuilt
 
 
 class Mixture:
@@ -158,7 +158,8 @@ def batch_table(schema: pa.Schema, start: int, vecs: np.ndarray) -> pa.Table:
     cols: dict[str, Any] = {
         "vector_id": [f"{i}:0" for i in ids], "item_id": ids,
         "uri": [f"file:///bench/{i:08d}.jpg" for i in range(start, start + n)],
-        "modality": ["image"] * n, "content_hash": ids, "space_id": [None] * n,
+        "modality": ["image"] * n, "space_id": [None] * n,
+        "content_hash": [f"{i:064x}" for i in range(start, start + n)],  # a sha256's 64 hex digits
         "segment": np.zeros(n, dtype=np.int32), "char_start": [None] * n, "char_end": [None] * n,
         "start_s": [None] * n, "end_s": [None] * n, "text": [None] * n,
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1), pa.float32()), dim),

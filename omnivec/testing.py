@@ -118,6 +118,7 @@ def commit_items(store: object, vectors: object) -> None:
 
     import pyarrow as pa
 
+    from omnivec.store.coverage import keys
     from omnivec.store.schema import ITEMS
 
     t = vectors if isinstance(vectors, pa.Table) else pa.Table.from_pylist(list(vectors))  # type: ignore[call-overload]
@@ -125,6 +126,11 @@ def commit_items(store: object, vectors: object) -> None:
     for i, item_id in enumerate(t.column("item_id").to_pylist()):
         first.setdefault(item_id, i)
     t = t.select(["item_id", "uri", "modality", "content_hash"]).take(list(first.values()))  # one row per item
+    _, valid = keys(t.column("item_id"), t.column("content_hash"))
+    if not valid.all():  # such rows could never be committed: the search would silently skip them
+        bad = t.filter(pa.array(~valid)).slice(0, 1).to_pylist()[0]
+        raise ValueError(f"not an omnivec id and content hash (32 and 64 hex digits): {bad['item_id']!r}, "
+                         f"{bad['content_hash']!r}")
     n = t.num_rows
     rows = t.append_column("size", pa.array([1] * n, pa.int64())) \
         .append_column("mtime_ns", pa.array([0] * n, pa.int64())) \

@@ -338,15 +338,15 @@ def test_one_decode_per_item_whatever_the_size(app, client, built):
 def test_jpeg_thumbnails_decode_at_a_reduced_scale(tmp_path):
     big = tmp_path / "big.jpg"
     _noise_jpeg(big, (4000, 3000), 1)
-    img = _decode_reduced(big.read_bytes(), 89_478_485, 1024)
+    img = _decode_reduced(big.read_bytes(), 89_478_485, 1 << 30, 1024)
     assert img.size == (2000, 1500) and img.mode == "RGB"  # 1/2 scale: the smallest still >= 1024 px
     # EXIF orientation still applies (6: rotate 90 degrees)
     exif = Image.Exif()
     exif[0x0112] = 6
     Image.open(big).save(tmp_path / "rot.jpg", exif=exif)
-    assert _decode_reduced((tmp_path / "rot.jpg").read_bytes(), 89_478_485, 1024).size == (1500, 2000)
+    assert _decode_reduced((tmp_path / "rot.jpg").read_bytes(), 89_478_485, 1 << 30, 1024).size == (1500, 2000)
     with pytest.raises(DecodeError, match="over the 1.0 MP limit"):  # the pixel limit is checked first
-        _decode_reduced(big.read_bytes(), 1_000_000, 1024)
+        _decode_reduced(big.read_bytes(), 1_000_000, 1 << 30, 1024)
 
 
 @pytest.mark.parametrize("decodes", [1, 2])
